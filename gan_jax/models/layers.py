@@ -1,0 +1,64 @@
+"""Shared layers."""
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+_DN = ("NHWC", "HWIO", "NHWC")
+
+
+def upsample_conv_transpose(x_BHWC, kernel_44IO):
+    """PyTorch's ConvTranspose2d(kernel 4, stride 2, padding 1) as one lhs-dilated conv."""
+    return lax.conv_general_dilated(x_BHWC, kernel_44IO, (1, 1), ((2, 2), (2, 2)),
+                                    lhs_dilation=(2, 2), dimension_numbers=_DN)
+
+
+def upsample_phases(x_BHWC, kernel_44IO):
+    """The same function as four stride-1 2x2 convs, one per output pixel phase.
+
+    Output pixel (2p + a, 2q + b) only sees kernel taps K[a::2, b::2], applied to input
+    rows p-1..p (a = 0) or p..p+1 (a = 1), and likewise for columns. Same FLOPs, but every
+    gradient is a plain convolution: on XLA:CPU the kernel gradient of the dilated form
+    is about 30x slower (1.2 s against 40 ms for a 7x7x128 -> 14x14x64 layer at batch 128).
+    """
+    rows = []
+    for a in (0, 1):
+        cols = []
+        for b in (0, 1):
+            pad = ((1, 0) if a == 0 else (0, 1), (1, 0) if b == 0 else (0, 1))
+            cols.append(lax.conv_general_dilated(x_BHWC, kernel_44IO[a::2, b::2], (1, 1), pad,
+                                                 dimension_numbers=_DN))
+        rows.append(jnp.stack(cols, axis=3))  # [B, H, W, 2 (b), C]
+    y = jnp.stack(rows, axis=2)  # [B, H, 2 (a), W, 2 (b), C]
+    n, h, _, w, _, c = y.shape
+    return y.reshape(n, 2 * h, 2 * w, c)
+
+
+class UpConv(nn.Module):
+    """A 4x4, stride-2 transposed convolution that doubles the side (no bias).
+
+    ``impl``: "transpose", "phases" (see ``upsample_phases``), or "auto": phases on CPU,
+    the transposed convolution elsewhere. Both compute the same function of the same
+    (4, 4, in, out) kernel, so checkpoints do not depend on the choice.
+    """
+    features: int
+    kernel_init: Any = nn.initializers.normal(0.02)
+    impl: str = "auto"
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x_BHWC):
+        kernel = self.param("kernel", self.kernel_init, (4, 4, x_BHWC.shape[-1], self.features),
+                            self.param_dtype)
+        x, kernel = x_BHWC.astype(self.dtype), kernel.astype(self.dtype)
+        impl = self.impl
+        if impl == "auto":
+            impl = "phases" if jax.default_backend() == "cpu" else "transpose"
+        if impl == "phases":
+            return upsample_phases(x, kernel)
+        if impl == "transpose":
+            return upsample_conv_transpose(x, kernel)
+        raise ValueError(f"UpConv impl must be 'auto', 'phases' or 'transpose', got {impl!r}.")

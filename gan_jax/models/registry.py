@@ -1,0 +1,29 @@
+"""Builds a (Generator, Discriminator) pair from a model config."""
+import jax.numpy as jnp
+
+from gan_jax.models import dcgan, mlp
+
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+def compute_dtype(name: str):
+    if name not in _DTYPES:
+        raise ValueError(f"config.dtype must be one of {sorted(_DTYPES)}, got {name!r}.")
+    return _DTYPES[name]
+
+
+def build(model_cfg, image_shape, dtype: str = "float32"):
+    """Returns (G, D) for ``model_cfg.name`` in {"mlp", "dcgan"} and images of ``image_shape``."""
+    h, w, c = image_shape
+    dt = compute_dtype(dtype)
+    if model_cfg.name == "mlp":
+        return (mlp.Generator(z_dim=model_cfg.z_dim, hidden=model_cfg.g_width,
+                              image_shape=tuple(image_shape), dtype=dt),
+                mlp.Discriminator(hidden=model_cfg.d_width, dtype=dt))
+    if model_cfg.name == "dcgan":
+        if h != w:
+            raise ValueError(f"DCGAN needs square images, the dataset has {h}x{w}.")
+        return (dcgan.Generator(resolution=h, z_dim=model_cfg.z_dim, width=model_cfg.g_width,
+                                channels=c, dtype=dt),
+                dcgan.Discriminator(resolution=h, width=model_cfg.d_width, dtype=dt))
+    raise ValueError(f"config.model.name must be 'mlp' or 'dcgan', got {model_cfg.name!r}.")
