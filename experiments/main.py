@@ -1,0 +1,33 @@
+"""Trains a GAN: python -m experiments.main --config=experiments/configs/<name>.py --workdir=DIR
+
+Append ``:smoke`` to the config path for a one-minute CPU run; override any key with
+``--config.<key>=<value>`` (an unknown key or a value of the wrong type is an error).
+"""
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from gan_jax import train
+from gan_jax.errors import GanJaxError
+
+_CONFIG = config_flags.DEFINE_config_file("config", "experiments/configs/mnist_dcgan.py",
+                                          "Config file, optionally followed by :smoke.",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", "runs/mnist_dcgan", "Directory for all run artefacts.")
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    if not flags.FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)  # tfds logs every file it opens at INFO.
+    try:
+        train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    except GanJaxError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,101 @@
+"""The run configuration: every key, its default and its type, and checks against them.
+
+Experiment files in ``experiments/configs`` start from ``defaults()`` and override values;
+``validate`` rejects a key that does not exist here or a value of another type, naming it.
+"""
+import json
+
+import ml_collections
+
+from gan_jax.errors import ConfigError
+
+
+def _optimizer(lr: float, b1: float, b2: float, eps: float) -> ml_collections.ConfigDict:
+    return ml_collections.ConfigDict(dict(name="adam", learning_rate=lr, b1=b1, b2=b2, eps=eps,
+                                          weight_decay=0.0))
+
+
+def defaults() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.dtype = "float32"  # Compute dtype of G and D; params, optimizer and losses stay float32.
+    c.dataset = dict(name="mnist", split="train", data_dir="", image_key="image",
+                     resolution=0,  # 0: as stored; else center-crop and resize to this side.
+                     max_examples=0)  # 0: all.
+    c.model = dict(name="mlp", z_dim=100, g_width=256, d_width=128)
+    c.loss = "non_saturating"  # minimax | non_saturating | hinge | wasserstein | least_squares
+    c.n_dis = 1
+    c.gp_weight = 0.0  # WGAN-GP weight (lambda); 0 disables.
+    c.r1_weight = 0.0  # R1 gamma; D's loss gets gamma / 2 * E||grad D(x)||^2. 0 disables.
+    # Keras' Adam defaults, the seed's optimizer.
+    c.optimizer = dict(g=_optimizer(1e-3, 0.9, 0.999, 1e-7), d=_optimizer(1e-3, 0.9, 0.999, 1e-7))
+    c.batch_size = 128  # Images per G update; each D update also sees this many real images.
+    c.num_steps = 10_000  # One step = n_dis D updates + one G update.
+    c.steps_per_dispatch = 10  # Steps run by one jitted call (lax.scan).
+    c.ema = dict(decay=0.999, start=0)
+    c.log_every = 100
+    c.sample_every = 1000
+    c.num_samples = 64  # Images in each sample grid.
+    return c
+
+
+def _check(cfg, ref, prefix=""):
+    for key in cfg.keys():
+        name = prefix + key
+        if key not in ref:
+            raise ConfigError(f"Unknown config key {name!r}; valid keys here: "
+                              f"{sorted(prefix + k for k in ref.keys())}.")
+        value, want = cfg[key], ref[key]
+        if isinstance(want, ml_collections.ConfigDict):
+            if not isinstance(value, ml_collections.ConfigDict):
+                raise ConfigError(f"Config key {name!r} must be a group of keys, got {value!r}.")
+            _check(value, want, name + ".")
+        elif not (type(value) is type(want) or (type(want) is float and type(value) is int)):
+            raise ConfigError(f"Config key {name!r} must be of type {type(want).__name__} "
+                              f"(default {want!r}), got {value!r} of type "
+                              f"{type(value).__name__}.")
+
+
+def _merge(dst, src):
+    for key in src.keys():
+        if isinstance(src[key], ml_collections.ConfigDict):
+            _merge(dst[key], src[key])
+        else:
+            dst[key] = src[key]
+
+
+def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Returns the config completed with defaults; raises ConfigError naming any bad key."""
+    _check(config, defaults())
+    full = defaults()
+    _merge(full, config)
+    for key in ("batch_size", "num_steps", "steps_per_dispatch", "log_every", "sample_every",
+                "n_dis", "num_samples"):
+        if full[key] < 1:
+            raise ConfigError(f"Config key {key!r} must be >= 1, got {full[key]}.")
+    for key in ("log_every", "sample_every", "num_steps"):
+        if full[key] % full.steps_per_dispatch:
+            raise ConfigError(f"Config key {key!r} ({full[key]}) must be a multiple of "
+                              f"steps_per_dispatch ({full.steps_per_dispatch}).")
+    return full
+
+
+def flatten(d, prefix="") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = v
+    return out
+
+
+def to_dict(config: ml_collections.ConfigDict) -> dict:
+    return json.loads(config.to_json())
+
+
+def diff(old: dict, new: dict) -> list[str]:
+    """Lines ``key: old -> new`` for every key whose value differs."""
+    a, b = flatten(old), flatten(new)
+    return [f"{k}: {a.get(k, '<absent>')!r} -> {b.get(k, '<absent>')!r}"
+            for k in sorted(set(a) | set(b)) if a.get(k, "<absent>") != b.get(k, "<absent>")]

@@ -1,0 +1,50 @@
+"""Run artefacts: metrics JSONL, TensorBoard events, PNG grids. Process 0 only, host side."""
+import io
+import json
+import os
+import pathlib
+
+import numpy as np
+from PIL import Image
+
+
+def atomic_write_bytes(path: pathlib.Path, data: bytes) -> None:
+    """Writes to a temporary file then renames it, so ``path`` is never half-written."""
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def save_png(path, image_HWC: np.ndarray) -> None:
+    buf = io.BytesIO()
+    Image.fromarray(image_HWC.squeeze(-1) if image_HWC.shape[-1] == 1 else image_HWC).save(
+        buf, format="PNG")
+    atomic_write_bytes(path, buf.getvalue())
+
+
+class Writer:
+    """Appends metrics to ``metrics.jsonl`` (one whole line per write) and TensorBoard."""
+
+    def __init__(self, workdir):
+        from tensorboardX import SummaryWriter  # Imported here: only the loop writes events.
+        self.workdir = pathlib.Path(workdir)
+        self._jsonl = open(self.workdir / "metrics.jsonl", "a", encoding="utf-8")
+        self._tb = SummaryWriter(str(self.workdir / "tensorboard"), flush_secs=30)
+
+    def scalars(self, step: int, values: dict) -> None:
+        self._jsonl.write(json.dumps({"step": step, **values}) + "\n")
+        self._jsonl.flush()
+        for k, v in values.items():
+            self._tb.add_scalar(k, v, step)
+
+    def image(self, step: int, tag: str, image_HWC: np.ndarray) -> None:
+        self._tb.add_image(tag, image_HWC, step, dataformats="HWC")
+
+    def close(self) -> None:
+        self._jsonl.close()
+        self._tb.close()

@@ -1,0 +1,34 @@
+"""Drawing images from a generator's params, raw or EMA."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def generate(G, params, g_vars, z_BZ, *, batch_stats: bool = False):
+    """Images in [-1, 1], float32. BatchNorm uses the running statistics in ``g_vars``, or
+    with ``batch_stats=True`` the statistics of this batch: the EMA params never produced
+    the running statistics, so their samples are drawn with the batch's own statistics."""
+    variables = {"params": params, **g_vars}
+    if batch_stats and "batch_stats" in g_vars:
+        x, _ = G.apply(variables, z_BZ, train=True, mutable=["batch_stats"])
+    else:
+        x = G.apply(variables, z_BZ, train=False)
+    return x.astype(jnp.float32)
+
+
+def to_uint8(x_BHWC) -> np.ndarray:
+    x = np.asarray(jax.device_get(x_BHWC), np.float32)
+    return np.clip(np.rint((x + 1.0) * 127.5), 0, 255).astype(np.uint8)
+
+
+def grid(images_BHWC: np.ndarray, cols: int | None = None, pad: int = 2) -> np.ndarray:
+    """Tiles uint8 images into one uint8 [H', W', C] image with ``pad`` black pixels between."""
+    b, h, w, c = images_BHWC.shape
+    cols = cols or int(np.ceil(np.sqrt(b)))
+    rows = int(np.ceil(b / cols))
+    out = np.zeros((rows * (h + pad) + pad, cols * (w + pad) + pad, c), np.uint8)
+    for i, im in enumerate(images_BHWC):
+        r, q = divmod(i, cols)
+        out[pad + r * (h + pad):pad + r * (h + pad) + h,
+            pad + q * (w + pad):pad + q * (w + pad) + w] = im
+    return out
