@@ -1,0 +1,169 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from gan_jax import state as state_lib
+from gan_jax import steps
+from gan_jax.models import dcgan, mlp
+
+SHAPE = (28, 28, 1)
+
+
+def _create(seed, G, D, tx):
+    # Jitted: eager Flax init dispatches (and compiles) op by op, which is slow on CPU.
+    make = jax.jit(lambda k: state_lib.create(k, G, D, g_tx=tx, d_tx=tx, image_shape=SHAPE))
+    return G, D, make(jax.random.PRNGKey(seed))
+
+
+def _mlp(seed=0):
+    return _create(seed, mlp.Generator(z_dim=16, hidden=32), mlp.Discriminator(hidden=16),
+                   optax.adam(1e-3))
+
+
+def _dcgan(seed=0):
+    return _create(seed, dcgan.Generator(resolution=28, width=8, channels=1, z_dim=16),
+                   dcgan.Discriminator(resolution=28, width=8), optax.adam(2e-4, b1=0.5))
+
+
+def _batch(n, seed=0):
+    return jax.random.randint(jax.random.PRNGKey(100 + seed), (n, *SHAPE), 0, 256, jnp.int32
+                              ).astype(jnp.uint8)
+
+
+def _run(step, st, n, bs=8):
+    step = jax.jit(step)
+    for i in range(n):
+        st, m = step(st, _batch(bs, i))
+    return st, m
+
+
+def _assert_trees_equal(a, b):
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_state_holds_everything():
+    _, _, st = _dcgan()
+    assert "batch_stats" in st.g_vars and "batch_stats" in st.d_vars
+    assert int(st.step) == 0
+    _assert_trees_equal(st.ema_params, st.g_params)
+    assert jax.tree.structure(st.g_opt_state) == jax.tree.structure(
+        optax.adam(1.0).init(st.g_params))
+
+
+@pytest.mark.parametrize("make", [_mlp, _dcgan])
+def test_one_d_update_lowers_d_loss(make):
+    G, D, st = make()
+    real = steps.to_float_images(_batch(16))
+    key = jax.random.PRNGKey(5)
+    update = jax.jit(lambda s: steps.d_update(s, real, key, G=G, D=D,
+                                              loss=steps.losses_lib.non_saturating))
+    st2, before = update(st)
+    # Same key: the same fakes. Keep D's statistics fixed so only the params differ.
+    st2 = st2.replace(d_vars=st.d_vars, g_vars=st.g_vars)
+    _, after = update(st2)
+    assert float(after["d_loss"]) < float(before["d_loss"])
+
+
+@pytest.mark.parametrize("make", [_mlp, _dcgan])
+def test_same_seed_bit_identical_other_seed_differs(make):
+    G, D, st = make(0)
+    step = steps.make_train_step(G, D)
+    a, _ = _run(step, st, 3)
+    b, _ = _run(step, make(0)[2], 3)
+    _assert_trees_equal(a, b)
+    c, _ = _run(step, make(1)[2], 3)
+    assert not np.array_equal(np.asarray(jax.tree.leaves(a.g_params)[0]),
+                              np.asarray(jax.tree.leaves(c.g_params)[0]))
+
+
+@pytest.mark.parametrize("make", [_mlp, _dcgan])
+def test_scanned_k_steps_equal_k_single_steps(make):
+    G, D, st = make()
+    step = steps.make_train_step(G, D)
+    k = 4
+    batches = jnp.stack([_batch(8, i) for i in range(k)])
+    singles, _ = _run(step, st, k)
+    scanned, m = jax.jit(steps.scan(step, k))(make()[2], batches)
+    assert m["d_loss"].shape == (k,)
+    assert int(scanned.step) == k
+    for x, y in zip(jax.tree.leaves(singles), jax.tree.leaves(scanned), strict=True):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-6)
+    looped, _ = jax.jit(steps.scan(step, k, unroll=False))(make()[2], batches)
+    for x, y in zip(jax.tree.leaves(singles), jax.tree.leaves(looped), strict=True):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-6)
+
+
+def test_metrics_and_donation():
+    G, D, st = _dcgan()
+    step = steps.jit(steps.make_train_step(G, D))
+    st, m = step(st, _batch(8))
+    st, m = step(st, _batch(8, 1))
+    want = {"d_loss", "d_adv_loss", "g_loss", "d_real", "d_fake", "real_logit", "fake_logit",
+            "d_grad_norm", "g_grad_norm", "g_param_norm", "d_param_norm"}
+    assert set(m) == want
+    for k, v in m.items():
+        assert v.dtype == jnp.float32 and np.isfinite(float(v)), k
+    assert 0 < float(m["d_real"]) < 1 and 0 < float(m["d_fake"]) < 1
+    assert int(st.step) == 2
+
+
+def test_n_dis_counts_updates_and_checks_batch():
+    G, D, st = _mlp()
+    step = steps.make_train_step(G, D, n_dis=3)
+    st, _ = _run(step, st, 2, bs=12)
+    assert int(st.d_opt_state[0].count) == 6 and int(st.g_opt_state[0].count) == 2
+    with pytest.raises(ValueError, match="n_dis"):
+        jax.jit(step)(st, _batch(10))
+
+
+def test_ema():
+    G, D, st = _mlp()
+    copy, _ = _run(steps.make_train_step(G, D, ema_decay=0.0), st, 2)
+    _assert_trees_equal(copy.ema_params, copy.g_params)
+    frozen, _ = _run(steps.make_train_step(G, D, ema_decay=1.0), _mlp()[2], 2)
+    _assert_trees_equal(frozen.ema_params, _mlp()[2].g_params)
+    late, _ = _run(steps.make_train_step(G, D, ema_decay=1.0, ema_start=5), _mlp()[2], 2)
+    _assert_trees_equal(late.ema_params, late.g_params)
+    half, _ = _run(steps.make_train_step(G, D, ema_decay=0.5), _mlp()[2], 1)
+    init = _mlp()[2].g_params
+    for e, p, p0 in zip(*(jax.tree.leaves(t) for t in (half.ema_params, half.g_params, init))):
+        np.testing.assert_allclose(e, 0.5 * p0 + 0.5 * p, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("loss", ["minimax", "non_saturating", "hinge", "wasserstein",
+                                  "least_squares"])
+def test_every_loss_trains(loss):
+    G, D, st = _mlp()
+    st, m = _run(steps.make_train_step(G, D, loss=loss), st, 2)
+    assert all(np.isfinite(float(v)) for v in m.values())
+
+
+@pytest.mark.parametrize("kind", ["gp", "r1"])
+def test_penalties_enter_d_loss(kind):
+    G, D, st = _mlp()
+    _, m = _run(steps.make_train_step(G, D, d_penalty=steps.penalty(kind, 10.0)), st, 1)
+    assert float(m["d_penalty"]) > 0
+    np.testing.assert_allclose(m["d_loss"], m["d_adv_loss"] + m["d_penalty"], rtol=1e-6)
+    with pytest.raises(ValueError, match="gp"):
+        steps.penalty("l2", 1.0)
+
+
+def test_bfloat16_step_keeps_float32_state():
+    G, D, st = _create(0, dcgan.Generator(resolution=28, width=8, channels=1, z_dim=16,
+                                          dtype=jnp.bfloat16),
+                       dcgan.Discriminator(resolution=28, width=8, dtype=jnp.bfloat16),
+                       optax.adam(2e-4))
+    st, m = _run(steps.make_train_step(G, D), st, 2)
+    assert {x.dtype for x in jax.tree.leaves(st.g_params)} == {jnp.dtype(jnp.float32)}
+    assert {x.dtype for x in jax.tree.leaves(st.d_vars)} == {jnp.dtype(jnp.float32)}
+    assert all(v.dtype == jnp.float32 and np.isfinite(float(v)) for v in m.values())
+
+
+def test_float_batches_are_taken_as_is():
+    x = jnp.linspace(-1, 1, 8).reshape(2, 2, 2, 1)
+    np.testing.assert_array_equal(steps.to_float_images(x), x)
+    u = jnp.array([0, 255], jnp.uint8)
+    np.testing.assert_allclose(steps.to_float_images(u), [-1.0, 1.0])

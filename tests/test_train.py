@@ -1,0 +1,116 @@
+import json
+import pathlib
+import struct
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from gan_jax import train
+from gan_jax.data.sources import DatasetError
+from gan_jax.errors import DivergenceError, WorkdirError
+
+
+def _config(repo_root, name="mnist_mlp", variant="smoke"):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(name, repo_root / f"experiments/configs/{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.get_config(variant)
+
+
+def _events(path: pathlib.Path):
+    """Parses a TensorBoard event file (TFRecord framing) into Event protos."""
+    from tensorboardX.proto import event_pb2
+    data, out, pos = path.read_bytes(), [], 0
+    while pos < len(data):
+        (n,) = struct.unpack("<Q", data[pos:pos + 8])
+        ev = event_pb2.Event()
+        ev.ParseFromString(data[pos + 12:pos + 12 + n])
+        out.append(ev)
+        pos += 12 + n + 4
+    return out
+
+
+def test_smoke_run_writes_every_artefact(repo_root, mnist_dir, tmp_path):
+    c = _config(repo_root)
+    c.dataset.data_dir = mnist_dir
+    summary = train.train_and_evaluate(c, tmp_path)
+    assert summary["steps"] == 40 and summary["images_per_s"] > 0
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["batch_size"] == 32 and saved["model"]["name"] == "mlp"
+    lines = [json.loads(s) for s in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in lines] == [10, 20, 30, 40]
+    for key in ("d_loss", "g_loss", "d_real", "d_fake", "d_grad_norm", "g_grad_norm",
+                "steps_per_s", "images_per_s"):
+        assert all(np.isfinite(m[key]) for m in lines), key
+    grids = sorted(p.name for p in (tmp_path / "samples").iterdir())
+    assert grids == ["final.png", "final_raw.png", "step_00000020.png", "step_00000020_raw.png"]
+    img = np.asarray(Image.open(tmp_path / "samples" / "final.png"))
+    assert img.shape == (4 * 30 + 2, 4 * 30 + 2) and img.dtype == np.uint8 and img.max() > 0
+    (event_file,) = (tmp_path / "tensorboard").iterdir()
+    events = _events(event_file)
+    tags = {v.tag for e in events for v in e.summary.value}
+    assert {"d_loss", "g_loss", "images_per_s", "samples/ema", "samples/raw"} <= tags
+    assert json.loads((tmp_path / "summary.json").read_text())["steps"] == 40
+
+
+def test_workdir_with_other_config_is_refused(repo_root, mnist_dir, tmp_path):
+    c = _config(repo_root)
+    c.dataset.data_dir = mnist_dir
+    c.num_steps = 10
+    train.train_and_evaluate(c, tmp_path)
+    before = (tmp_path / "config.json").read_bytes()
+    c.batch_size, c.loss = 16, "hinge"
+    with pytest.raises(WorkdirError) as e:
+        train.train_and_evaluate(c, tmp_path)
+    assert "batch_size: 32 -> 16" in str(e.value) and "loss: 'non_saturating' -> 'hinge'" in str(
+        e.value)
+    assert (tmp_path / "config.json").read_bytes() == before
+
+
+def test_divergence_stops_with_step_and_quantity(repo_root, mnist_dir, tmp_path):
+    c = _config(repo_root)
+    c.dataset.data_dir = mnist_dir
+    c.optimizer.d.name = "sgd"
+    c.optimizer.d.learning_rate = 1e30
+    with pytest.raises(DivergenceError, match=r"Step \d+: \w+ is (nan|inf|-inf)"):
+        train.train_and_evaluate(c, tmp_path)
+
+
+def test_bad_dataset_name(repo_root, tmp_path):
+    c = _config(repo_root)
+    c.dataset.name = "mnsit"
+    c.dataset.data_dir = str(tmp_path / "tfds")
+    with pytest.raises(DatasetError, match="mnsit"):
+        train.train_and_evaluate(c, tmp_path / "run")
+
+
+def _main(repo_root, *args, env_dir):
+    import os
+    env = {**os.environ, "TFDS_DATA_DIR": env_dir}
+    return subprocess.run([sys.executable, "-m", "experiments.main", *args], cwd=repo_root,
+                          capture_output=True, text=True, env=env, timeout=600)
+
+
+def test_entry_point_dcgan_smoke(repo_root, mnist_dir, tmp_path):
+    r = _main(repo_root, "--config=experiments/configs/mnist_dcgan.py:smoke",
+              f"--workdir={tmp_path}", env_dir=mnist_dir)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "step 20/20" in r.stdout and "img/s" in r.stdout
+    assert (tmp_path / "samples" / "final.png").exists()
+
+
+def test_entry_point_rejects_bad_keys(repo_root, mnist_dir, tmp_path):
+    r = _main(repo_root, "--config=experiments/configs/mnist_mlp.py:smoke",
+              "--config.model.widht=3", f"--workdir={tmp_path}", env_dir=mnist_dir)
+    assert r.returncode != 0 and "widht" in r.stderr
+    r = _main(repo_root, "--config=experiments/configs/mnist_mlp.py:smoke",
+              "--config.batch_size=big", f"--workdir={tmp_path}", env_dir=mnist_dir)
+    assert r.returncode != 0 and "batch_size" in r.stderr
+    r = _main(repo_root, "--config=experiments/configs/mnist_mlp.py:smoke",
+              "--config.dataset.name=nope", f"--workdir={tmp_path}", env_dir=mnist_dir)
+    assert r.returncode == 1 and "\nerror: Unknown dataset 'nope'" in "\n" + r.stderr
+    assert "Traceback" not in r.stderr
