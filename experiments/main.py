@@ -23,10 +23,13 @@ def main(argv):
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # tfds logs every file it opens at INFO.
     try:
-        train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+        summary = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
     except GanJaxError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
+    if summary["preempted"]:
+        print("gan_jax: resume with: python -m experiments.main " + " ".join(sys.argv[1:]),
+              flush=True)
 
 
 if __name__ == "__main__":

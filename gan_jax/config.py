@@ -36,6 +36,10 @@ def defaults() -> ml_collections.ConfigDict:
     c.log_every = 100
     c.sample_every = 1000
     c.num_samples = 64  # Images in each sample grid.
+    # Saved every `every` steps and at the end; the last `keep` are kept, plus the best by
+    # `best_metric` (any logged metric; "" disables) when it is set.
+    c.checkpoint = dict(every=1000, keep=3, best_metric="", best_mode="min", async_save=True)
+    c.nan_rollbacks = 0  # On NaN/Inf: roll back to the last checkpoint this many times.
     return c
 
 
@@ -73,10 +77,15 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
                 "n_dis", "num_samples"):
         if full[key] < 1:
             raise ConfigError(f"Config key {key!r} must be >= 1, got {full[key]}.")
-    for key in ("log_every", "sample_every", "num_steps"):
-        if full[key] % full.steps_per_dispatch:
-            raise ConfigError(f"Config key {key!r} ({full[key]}) must be a multiple of "
+    multiples = {"log_every": full.log_every, "sample_every": full.sample_every,
+                 "num_steps": full.num_steps, "checkpoint.every": full.checkpoint.every}
+    for key, value in multiples.items():
+        if value < 1 or value % full.steps_per_dispatch:
+            raise ConfigError(f"Config key {key!r} ({value}) must be a positive multiple of "
                               f"steps_per_dispatch ({full.steps_per_dispatch}).")
+    if full.checkpoint.best_mode not in ("min", "max"):
+        raise ConfigError(f"Config key 'checkpoint.best_mode' must be 'min' or 'max', got "
+                          f"{full.checkpoint.best_mode!r}.")
     return full
 
 

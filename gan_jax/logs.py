@@ -27,14 +27,40 @@ def save_png(path, image_HWC: np.ndarray) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-class Writer:
-    """Appends metrics to ``metrics.jsonl`` (one whole line per write) and TensorBoard."""
+def drop_lines_after(path: pathlib.Path, step: int) -> int:
+    """Atomically removes JSONL lines whose "step" is past ``step`` (steps a resumed run
+    replays); returns how many were removed. A torn last line is removed too."""
+    if not path.exists():
+        return 0
+    keep, dropped = [], 0
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            ok = json.loads(line).get("step", 0) <= step
+        except json.JSONDecodeError:
+            ok = False
+        if ok:
+            keep.append(line)
+        else:
+            dropped += 1
+    if dropped:
+        atomic_write_bytes(path, "".join(x + "\n" for x in keep).encode())
+    return dropped
 
-    def __init__(self, workdir):
+
+class Writer:
+    """Appends metrics to ``metrics.jsonl`` (one whole line per write) and TensorBoard.
+    ``purge_step`` tells TensorBoard to discard events a resumed run will write again."""
+
+    def __init__(self, workdir, purge_step: int | None = None):
         from tensorboardX import SummaryWriter  # Imported here: only the loop writes events.
         self.workdir = pathlib.Path(workdir)
         self._jsonl = open(self.workdir / "metrics.jsonl", "a", encoding="utf-8")
-        self._tb = SummaryWriter(str(self.workdir / "tensorboard"), flush_secs=30)
+        self._tb = SummaryWriter(str(self.workdir / "tensorboard"), flush_secs=30,
+                                 purge_step=purge_step)
+
+    def event(self, step: int, **fields) -> None:
+        self._jsonl.write(json.dumps({"step": step, **fields}) + "\n")
+        self._jsonl.flush()
 
     def scalars(self, step: int, values: dict) -> None:
         self._jsonl.write(json.dumps({"step": step, **values}) + "\n")

@@ -32,3 +32,39 @@ def grid(images_BHWC: np.ndarray, cols: int | None = None, pad: int = 2) -> np.n
         out[pad + r * (h + pad):pad + r * (h + pad) + h,
             pad + q * (w + pad):pad + q * (w + pad) + w] = im
     return out
+
+
+def from_checkpoint(workdir, num: int = 64, *, step: int | None = None, ema: bool = True,
+                    seed: int = 0, chunk: int = 1000):
+    """Draws ``num`` images (uint8 NHWC) from a run's checkpoint, reading only G's part and
+    the run info; D and the optimizer states are never built. ``z`` comes from ``seed``
+    alone, so the same call draws the same images. Returns (images, step)."""
+    import pathlib
+
+    import ml_collections
+
+    from gan_jax import models
+    from gan_jax.checkpoint import CheckpointError, Checkpointer, leaf_specs, shape_mismatches
+
+    directory = pathlib.Path(workdir) / "checkpoints"
+    ckpt = Checkpointer(directory, read_only=True)
+    try:
+        step, info, g = ckpt.restore_generator(step)
+    finally:
+        ckpt.close()
+    config = ml_collections.ConfigDict(info["config"])
+    G, _ = models.build(config.model, tuple(info["image_shape"]), config.dtype)
+    expected = jax.eval_shape(lambda: G.init(jax.random.PRNGKey(0),
+                                             jnp.zeros((2, G.z_dim)), train=False))
+    saved = {"params": g["params"], **(g.get("vars") or {})}
+    problems = shape_mismatches(leaf_specs(saved), leaf_specs(expected))
+    if problems:
+        raise CheckpointError(f"The generator in {directory / str(step)} does not match the "
+                              f"{config.model.name} model of its config:\n  "
+                              + "\n  ".join(problems[:20]))
+    params = g["ema_params"] if ema else g["params"]
+    g_vars = g.get("vars") or {}
+    z = jax.random.normal(jax.random.PRNGKey(seed), (num, G.z_dim), jnp.float32)
+    fn = jax.jit(lambda z: generate(G, params, g_vars, z, batch_stats=ema))
+    out = [to_uint8(fn(z[i:i + chunk])) for i in range(0, num, chunk)]
+    return np.concatenate(out), step

@@ -1,8 +1,6 @@
 import json
 import pathlib
 import struct
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -11,14 +9,11 @@ from PIL import Image
 from gan_jax import train
 from gan_jax.data.sources import DatasetError
 from gan_jax.errors import DivergenceError, WorkdirError
+from tests.helpers import load_config, run_module
 
 
 def _config(repo_root, name="mnist_mlp", variant="smoke"):
-    import importlib.util
-    spec = importlib.util.spec_from_file_location(name, repo_root / f"experiments/configs/{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.get_config(variant)
+    return load_config(name, variant)
 
 
 def _events(path: pathlib.Path):
@@ -46,6 +41,7 @@ def test_smoke_run_writes_every_artefact(repo_root, mnist_dir, tmp_path):
     for key in ("d_loss", "g_loss", "d_real", "d_fake", "d_grad_norm", "g_grad_norm",
                 "steps_per_s", "images_per_s"):
         assert all(np.isfinite(m[key]) for m in lines), key
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["20", "40"]
     grids = sorted(p.name for p in (tmp_path / "samples").iterdir())
     assert grids == ["final.png", "final_raw.png", "step_00000020.png", "step_00000020_raw.png"]
     img = np.asarray(Image.open(tmp_path / "samples" / "final.png"))
@@ -89,10 +85,7 @@ def test_bad_dataset_name(repo_root, tmp_path):
 
 
 def _main(repo_root, *args, env_dir):
-    import os
-    env = {**os.environ, "TFDS_DATA_DIR": env_dir}
-    return subprocess.run([sys.executable, "-m", "experiments.main", *args], cwd=repo_root,
-                          capture_output=True, text=True, env=env, timeout=600)
+    return run_module(*args, data_dir=env_dir)
 
 
 def test_entry_point_dcgan_smoke(repo_root, mnist_dir, tmp_path):

@@ -26,6 +26,7 @@ def get_config(variant: str | None = None):
         c.batch_size = 16
         c.num_steps, c.steps_per_dispatch, c.log_every, c.sample_every = 20, 5, 10, 10
         c.num_samples = 16
+        c.checkpoint.every = 10
     elif variant:
         raise ValueError(f"Unknown variant {variant!r}; use 'smoke' or none.")
     return c

@@ -32,3 +32,4 @@ def _shrink(c):
     c.batch_size = 32
     c.num_steps, c.steps_per_dispatch, c.log_every, c.sample_every = 40, 5, 10, 20
     c.num_samples = 16
+    c.checkpoint.every = 20

@@ -1,0 +1,49 @@
+"""Draws images from a checkpoint without building D or the optimizers.
+
+  python -m experiments.sample --workdir=runs/mnist_dcgan --num=64 --out=grid.png \
+      [--step=N] [--no-ema] [--npz=samples.npz] [--seed=0]
+"""
+import sys
+
+import numpy as np
+from absl import app, flags, logging
+
+from gan_jax import logs, sampling
+from gan_jax.errors import GanJaxError
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "The run's workdir.", required=True)
+_NUM = flags.DEFINE_integer("num", 64, "Number of images.")
+_OUT = flags.DEFINE_string("out", "grid.png", "PNG grid to write ('' for none).")
+_STEP = flags.DEFINE_integer("step", None, "Checkpoint step; default the latest.")
+_EMA = flags.DEFINE_boolean("ema", True, "Use the EMA generator (--noema / --no-ema: raw G).")
+_NPZ = flags.DEFINE_string("npz", "", "Also write the images (uint8 NHWC) to this .npz.")
+_SEED = flags.DEFINE_integer("seed", 0, "Seed of the latent batch.")
+
+
+def main(argv):
+    argv = [a for a in argv[1:]]
+    if argv:
+        raise app.UsageError(f"Unexpected arguments: {argv}")
+    if not flags.FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)
+    try:
+        images, step = sampling.from_checkpoint(_WORKDIR.value, _NUM.value, step=_STEP.value,
+                                                ema=_EMA.value, seed=_SEED.value)
+    except GanJaxError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+    if _OUT.value:
+        logs.save_png(_OUT.value, sampling.grid(images))
+    if _NPZ.value:
+        import io
+        buf = io.BytesIO()
+        np.savez(buf, images=images, step=step, seed=_SEED.value, ema=_EMA.value)
+        logs.atomic_write_bytes(_NPZ.value, buf.getvalue())
+    print(f"sampled {len(images)} images from step {step} "
+          f"({'EMA' if _EMA.value else 'raw'} G) -> {_OUT.value or ''} {_NPZ.value}".rstrip())
+
+
+if __name__ == "__main__":
+    # absl spells a false boolean --noema; accept --no-ema as well.
+    sys.argv = ["--noema" if a == "--no-ema" else a for a in sys.argv]
+    app.run(main)

@@ -1,0 +1,41 @@
+"""Shared helpers for tests that run the trainer."""
+import importlib.util
+import os
+import pathlib
+import subprocess
+import sys
+
+import jax
+import numpy as np
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def load_config(name: str = "mnist_mlp", variant: str | None = "smoke"):
+    spec = importlib.util.spec_from_file_location(name, REPO / f"experiments/configs/{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.get_config(variant)
+
+
+def main_cmd(*args, module="experiments.main"):
+    return [sys.executable, "-m", module, *args]
+
+
+def run_module(*args, data_dir: str, module="experiments.main", timeout=600):
+    env = {**os.environ, "TFDS_DATA_DIR": data_dir}
+    return subprocess.run(main_cmd(*args, module=module), cwd=REPO, capture_output=True,
+                          text=True, env=env, timeout=timeout)
+
+
+def start_module(*args, data_dir: str, module="experiments.main"):
+    env = {**os.environ, "TFDS_DATA_DIR": data_dir, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(main_cmd(*args, module=module), cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def assert_trees_equal(a, b):
+    la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
+    assert len(la) == len(lb)
+    for x, y in zip(la, lb):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
