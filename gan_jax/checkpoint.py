@@ -174,6 +174,9 @@ class Checkpointer:
                                      "run": ocp.args.JsonRestore()})
         return step, items["run"], items["generator"]
 
+    def run_info(self, step: int | None = None) -> dict:
+        return self._restore(self._check_step(step), {"run": ocp.args.JsonRestore()})["run"]
+
     def _restore(self, step, args):
         try:
             return self._mngr.restore(step, args=ocp.args.Composite(**args))

@@ -61,7 +61,27 @@ def check_workdir(workdir: pathlib.Path, config) -> None:
             raise WorkdirError(
                 f"{workdir} holds a run with another config; refusing to mix them. Keys that "
                 "differ (workdir -> now):\n  " + "\n  ".join(differences)
+                + _shape_changes(workdir, config)
                 + "\nUse a new --workdir, or the same config to continue that run.")
+
+
+def _shape_changes(workdir: pathlib.Path, config) -> str:
+    """The arrays of the workdir's latest checkpoint that ``config`` would reshape, if any."""
+    if not (workdir / "checkpoints").is_dir():
+        return ""
+    ckpt = Checkpointer(workdir / "checkpoints", read_only=True)
+    try:
+        if ckpt.latest_step() is None:
+            return ""
+        shape = tuple(ckpt.run_info()["image_shape"])
+        G, D = models.build(config.model, shape, config.dtype)
+        ckpt.check_compatible(jax.eval_shape(make_create(config, G, D, shape),
+                                             jax.random.PRNGKey(0)))
+        return ""
+    except CheckpointError as e:
+        return "\n" + str(e)
+    finally:
+        ckpt.close()
 
 
 class _Meter:

@@ -11,7 +11,7 @@ import pytest
 from gan_jax import config as config_lib
 from gan_jax import models, sampling, train
 from gan_jax.checkpoint import CheckpointError, Checkpointer
-from gan_jax.errors import DivergenceError
+from gan_jax.errors import DivergenceError, WorkdirError
 from tests.helpers import assert_trees_equal, load_config, run_module, start_module
 
 
@@ -198,6 +198,20 @@ def test_resume_with_other_shapes_fails_first_and_changes_nothing(mnist_dir, tmp
     msg = str(e.value)
     assert "generator/params/Dense_0/kernel: checkpoint float32[100, 256], model float32[100, 64]" \
         in msg and "optimizer/g/0/mu/Dense_0/kernel" in msg
+    assert _snapshot(tmp_path) == before
+
+
+def test_resume_with_a_reshaping_config_lists_keys_and_shapes(mnist_dir, tmp_path):
+    c = _config(mnist_dir)
+    train.train_and_evaluate(c, tmp_path)
+    before = _snapshot(tmp_path)
+    c.model.d_width = 32
+    with pytest.raises(WorkdirError) as e:
+        train.train_and_evaluate(c, tmp_path)
+    msg = str(e.value)
+    assert "model.d_width: 128 -> 32" in msg
+    assert "discriminator/params/Dense_0/kernel: checkpoint float32[784, 128], model " \
+        "float32[784, 32]" in msg
     assert _snapshot(tmp_path) == before
 
 
