@@ -2,19 +2,26 @@
 
 Append ``:smoke`` to the config path for a one-minute CPU run; override any key with
 ``--config.<key>=<value>`` (an unknown key or a value of the wrong type is an error).
+On several hosts run the same command on each, adding --coordinator_address=HOST:PORT
+--num_processes=N --process_id=I (or rely on the cluster environment JAX detects).
 """
 import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from gan_jax import train
+from gan_jax import parallel, train
 from gan_jax.errors import GanJaxError
 
 _CONFIG = config_flags.DEFINE_config_file("config", "experiments/configs/mnist_dcgan.py",
                                           "Config file, optionally followed by :smoke.",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", "runs/mnist_dcgan", "Directory for all run artefacts.")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", "", "HOST:PORT of process 0, to run on several hosts (or set "
+    "GAN_JAX_COORDINATOR; cluster environments JAX knows are detected without it).")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", 0, "Number of processes (hosts).")
+_PROCESS_ID = flags.DEFINE_integer("process_id", -1, "This process's index.")
 
 
 def main(argv):
@@ -23,11 +30,12 @@ def main(argv):
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # tfds logs every file it opens at INFO.
     try:
+        parallel.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
         summary = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
     except GanJaxError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
-    if summary["preempted"]:
+    if summary["preempted"] and parallel.is_writer():
         print("gan_jax: resume with: python -m experiments.main " + " ".join(sys.argv[1:]),
               flush=True)
 

@@ -21,7 +21,9 @@ def defaults() -> ml_collections.ConfigDict:
     c.dtype = "float32"  # Compute dtype of G and D; params, optimizer and losses stay float32.
     c.dataset = dict(name="mnist", split="train", data_dir="", image_key="image",
                      resolution=0,  # 0: as stored; else center-crop and resize to this side.
-                     max_examples=0)  # 0: all.
+                     max_examples=0,  # 0: all (device pipeline only).
+                     pipeline="device",  # device: held on the accelerator; streaming: grain.
+                     augment="")  # DiffAugment ops for D's inputs, e.g. "color,translation,cutout".
     c.model = dict(name="mlp", z_dim=100, g_width=256, d_width=128)
     c.loss = "non_saturating"  # minimax | non_saturating | hinge | wasserstein | least_squares
     c.n_dis = 1
@@ -40,6 +42,8 @@ def defaults() -> ml_collections.ConfigDict:
     # `best_metric` (any logged metric; "" disables) when it is set.
     c.checkpoint = dict(every=1000, keep=3, best_metric="", best_mode="min", async_save=True)
     c.nan_rollbacks = 0  # On NaN/Inf: roll back to the last checkpoint this many times.
+    # jit: one program over a ("data",) mesh (several hosts too); pmap: one per device.
+    c.parallel = dict(mode="jit", num_devices=0)  # 0: all devices.
     return c
 
 
@@ -83,6 +87,10 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         if value < 1 or value % full.steps_per_dispatch:
             raise ConfigError(f"Config key {key!r} ({value}) must be a positive multiple of "
                               f"steps_per_dispatch ({full.steps_per_dispatch}).")
+    for key, value, allowed in (("dataset.pipeline", full.dataset.pipeline, ("device", "streaming")),
+                                ("parallel.mode", full.parallel.mode, ("jit", "pmap"))):
+        if value not in allowed:
+            raise ConfigError(f"Config key {key!r} must be one of {allowed}, got {value!r}.")
     if full.checkpoint.best_mode not in ("min", "max"):
         raise ConfigError(f"Config key 'checkpoint.best_mode' must be 'min' or 'max', got "
                           f"{full.checkpoint.best_mode!r}.")

@@ -74,3 +74,19 @@ class Writer:
     def close(self) -> None:
         self._jsonl.close()
         self._tb.close()
+
+
+class NullWriter:
+    """What processes other than 0 write: nothing."""
+
+    def scalars(self, step, values):
+        pass
+
+    def image(self, step, tag, image):
+        pass
+
+    def event(self, step, **fields):
+        pass
+
+    def close(self):
+        pass

@@ -5,6 +5,7 @@ Nothing here does I/O or holds state; wrap the result in ``jax.jit(step, donate_
 (uint8 in [0, 255] or float in [-1, 1]); D update i uses rows i, i + n_dis, ... so a batch
 split across devices along its first axis splits every D update evenly too.
 """
+import functools
 from typing import Callable
 
 import jax
@@ -37,12 +38,32 @@ def _mean_prob(logits):
     return jnp.mean(jax.nn.sigmoid(logits.astype(jnp.float32)))
 
 
-def d_update(state: GANState, real_BHWC, key, *, G, D, loss, d_penalty=None):
-    """One optimizer step of D on a real batch and a fresh fake batch of the same size."""
-    z_key, pen_key = jax.random.split(key)
-    z = jax.random.normal(z_key, (real_BHWC.shape[0], G.z_dim), jnp.float32)
+def _normal(key, shape, axis_name):
+    """Gaussian noise; under ``pmap`` each device takes its slice of the global draw, so the
+    devices together see exactly what one device would on the whole batch."""
+    if axis_name is None:
+        return jax.random.normal(key, shape, jnp.float32)
+    n, i = jax.lax.psum(1, axis_name), jax.lax.axis_index(axis_name)
+    full = jax.random.normal(key, (shape[0] * n, *shape[1:]), jnp.float32)
+    return jax.lax.dynamic_slice_in_dim(full, i * shape[0], shape[0])
+
+
+def _pmean(tree, axis_name):
+    return tree if axis_name is None else jax.lax.pmean(tree, axis_name)
+
+
+def d_update(state: GANState, real_BHWC, key, *, G, D, loss, d_penalty=None, augment=None,
+             axis_name=None):
+    """One optimizer step of D on a real batch and a fresh fake batch of the same size.
+    ``augment(x, key)`` (e.g. DiffAugment) is applied to real and fake before D; under
+    ``pmap`` pass the ``axis_name`` so gradients and metrics are averaged over devices."""
+    z_key, pen_key, aug_key = jax.random.split(key, 3)
+    z = _normal(z_key, (real_BHWC.shape[0], G.z_dim), axis_name)
     fake, g_vars = apply_model(G, state.g_params, state.g_vars, z, train=True)
     fake = jax.lax.stop_gradient(fake)
+    if augment is not None:
+        real_key, fake_key = jax.random.split(aug_key)
+        real_BHWC, fake = augment(real_BHWC, real_key), augment(fake, fake_key)
 
     def loss_fn(d_params):
         real_logits, d_vars = apply_model(D, d_params, state.d_vars, real_BHWC, train=True)
@@ -61,6 +82,7 @@ def d_update(state: GANState, real_BHWC, key, *, G, D, loss, d_penalty=None):
         return value, (aux, d_vars)
 
     (value, (aux, d_vars)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.d_params)
+    grads, value, aux = _pmean((grads, value, aux), axis_name)
     updates, d_opt_state = state.d_tx.update(grads, state.d_opt_state, state.d_params)
     d_params = optax.apply_updates(state.d_params, updates)
     metrics = {"d_loss": value, "d_grad_norm": optax.tree.norm(grads), **aux}
@@ -68,16 +90,21 @@ def d_update(state: GANState, real_BHWC, key, *, G, D, loss, d_penalty=None):
                          g_vars=g_vars), metrics
 
 
-def g_update(state: GANState, batch_size: int, key, *, G, D, loss):
+def g_update(state: GANState, batch_size: int, key, *, G, D, loss, augment=None,
+             axis_name=None):
     """One optimizer step of G on a fresh latent batch, against the current D."""
-    z = jax.random.normal(key, (batch_size, G.z_dim), jnp.float32)
+    z_key, aug_key = jax.random.split(key)
+    z = _normal(z_key, (batch_size, G.z_dim), axis_name)
 
     def loss_fn(g_params):
         fake, g_vars = apply_model(G, g_params, state.g_vars, z, train=True)
+        if augment is not None:  # Differentiable, so G learns through the augmentation.
+            fake = augment(fake, aug_key)
         fake_logits, d_vars = apply_model(D, state.d_params, state.d_vars, fake, train=True)
         return loss.g(fake_logits), (g_vars, d_vars)
 
     (value, (g_vars, d_vars)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.g_params)
+    grads, value = _pmean((grads, value), axis_name)
     updates, g_opt_state = state.g_tx.update(grads, state.g_opt_state, state.g_params)
     g_params = optax.apply_updates(state.g_params, updates)
     metrics = {"g_loss": value, "g_grad_norm": optax.tree.norm(grads)}
@@ -102,10 +129,18 @@ def penalty(kind: str, weight: float):
 
 
 def make_train_step(G, D, *, loss="non_saturating", n_dis: int = 1, ema_decay: float = 0.999,
-                    ema_start: int = 0, d_penalty: Callable | None = None):
+                    ema_start: int = 0, d_penalty: Callable | None = None,
+                    augment: Callable | None = None, axis_name: str | None = None):
     """Returns ``train_step(state, batch) -> (state, metrics)``: n_dis D updates, one G update,
     the EMA update, ``step += 1``. ``loss`` is a name or a ``losses.AdversarialLoss``;
-    ``d_penalty(d_fn, real, fake, key) -> scalar`` is added to D's loss (see ``penalty``)."""
+    ``d_penalty(d_fn, real, fake, key) -> scalar`` is added to D's loss (see ``penalty``);
+    ``augment(x, key)`` transforms every image D sees (``gan_jax.data.augment``).
+
+    For ``jax.pmap`` pass ``axis_name`` (and build G and D with the same ``axis_name`` so
+    BatchNorm uses the global batch): then the batch is this device's share, the noise is
+    this device's slice of the global draw, and gradients and metrics are averaged, so the
+    devices together train exactly like one device on the whole batch. (A gradient
+    penalty's interpolation noise is the exception: it is drawn per device.)"""
     if n_dis < 1:
         raise ValueError(f"n_dis must be >= 1, got {n_dis}.")
     loss = losses_lib.get(loss)
@@ -118,17 +153,17 @@ def make_train_step(G, D, *, loss="non_saturating", n_dis: int = 1, ema_decay: f
         b = real.shape[0] // n_dis
         key = jax.random.fold_in(state.rng, state.step)
         d_keys = jax.random.split(jax.random.fold_in(key, 0), n_dis)
+        d_step = functools.partial(d_update, G=G, D=D, loss=loss, d_penalty=d_penalty,
+                                   augment=augment, axis_name=axis_name)
         if n_dis == 1:
-            state, d_metrics = d_update(state, real, d_keys[0], G=G, D=D, loss=loss,
-                                        d_penalty=d_penalty)
+            state, d_metrics = d_step(state, real, d_keys[0])
         else:
             reals = jnp.swapaxes(real.reshape(b, n_dis, *real.shape[1:]), 0, 1)
-            state, d_metrics = jax.lax.scan(
-                lambda s, xk: d_update(s, xk[0], xk[1], G=G, D=D, loss=loss,
-                                       d_penalty=d_penalty), state, (reals, d_keys),
-                unroll=_unroll(None))
+            state, d_metrics = jax.lax.scan(lambda s, xk: d_step(s, *xk), state,
+                                            (reals, d_keys), unroll=_unroll(None))
             d_metrics = jax.tree.map(jnp.mean, d_metrics)
-        state, g_metrics = g_update(state, b, jax.random.fold_in(key, 1), G=G, D=D, loss=loss)
+        state, g_metrics = g_update(state, b, jax.random.fold_in(key, 1), G=G, D=D, loss=loss,
+                                    augment=augment, axis_name=axis_name)
         ema = ema_update(state.ema_params, state.g_params, state.step, ema_decay, ema_start)
         metrics = {**d_metrics, **g_metrics,
                    "g_param_norm": optax.tree.norm(state.g_params),

@@ -11,6 +11,8 @@ os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
                       tempfile.mkdtemp(prefix="gan_jax_test_xla_cache_"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+# Four fake CPU devices stand in for GPUs: every trainer test runs the multi-device path.
+os.environ["JAX_NUM_CPU_DEVICES"] = "4"
 
 import pytest  # noqa: E402
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from gan_jax import config as config_lib
-from gan_jax import models, sampling, train
+from gan_jax import components, models, sampling, train
 from gan_jax.checkpoint import CheckpointError, Checkpointer
 from gan_jax.errors import DivergenceError, WorkdirError
 from tests.helpers import assert_trees_equal, load_config, run_module, start_module
@@ -38,7 +38,7 @@ def _flags(config, name="mnist_mlp"):
 def _restore(workdir, config, step=None):
     config = config_lib.validate(config)
     G, D = models.build(config.model, (28, 28, 1), config.dtype)
-    create = train.make_create(config, G, D, (28, 28, 1))
+    create = jax.jit(components.make_create(config, G, D, (28, 28, 1)))
     ckpt = Checkpointer(workdir / "checkpoints", read_only=True)
     try:
         return ckpt.restore(create(jax.random.PRNGKey(1)), step)
@@ -72,10 +72,13 @@ def _snapshot(root):
             for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-@pytest.mark.parametrize("name,steps", [("mnist_mlp", 400), ("mnist_dcgan", 200)])
-def test_sigterm_then_resume_is_bit_identical(name, steps, mnist_dir, tmp_path):
+@pytest.mark.parametrize("name,steps,layout", [
+    ("mnist_mlp", 200, {}), ("mnist_dcgan", 100, {}),
+    ("mnist_mlp", 200, {"dataset.pipeline": "streaming", "dataset.augment": "color,cutout"}),
+    ("mnist_mlp", 200, {"parallel.mode": "pmap"})])
+def test_sigterm_then_resume_is_bit_identical(name, steps, layout, mnist_dir, tmp_path):
     c = _config(mnist_dir, name, num_steps=steps, log_every=10, sample_every=steps,
-                **{"checkpoint.every": 20})
+                **{"checkpoint.every": 20}, **layout)
     train.train_and_evaluate(c, tmp_path / "straight")
 
     run = tmp_path / "interrupted"
@@ -100,7 +103,7 @@ def test_sigterm_then_resume_is_bit_identical(name, steps, mnist_dir, tmp_path):
 
 
 def test_sigkill_between_checkpoints_then_resume(mnist_dir, tmp_path):
-    c = _config(mnist_dir, num_steps=400, sample_every=400, **{"checkpoint.every": 20})
+    c = _config(mnist_dir, num_steps=200, sample_every=200, **{"checkpoint.every": 20})
     train.train_and_evaluate(c, tmp_path / "straight")
     run = tmp_path / "killed"
     proc = start_module(*_flags(c), f"--workdir={run}", data_dir=mnist_dir)
@@ -108,7 +111,7 @@ def test_sigkill_between_checkpoints_then_resume(mnist_dir, tmp_path):
     proc.kill()
     proc.wait()
     last = max(_steps(run / "checkpoints"))
-    assert last < 400
+    assert last < 200
     assert train.train_and_evaluate(c, run)["resumed_from"] == last
     assert not [p for p in (run / "checkpoints").iterdir() if "tmp" in p.name]
     assert_trees_equal(_restore(tmp_path / "straight", c)[0], _restore(run, c)[0])
@@ -141,10 +144,10 @@ def _first_rng(seed=0):
 def _inject_nan_at(monkeypatch, step_no, only_rng=None):
     """Makes G's params NaN going into step ``step_no`` (only while state.rng is
     ``only_rng``, if given), through the trainer's own step builder."""
-    make_step = train.make_step
+    make_step = components.make_step
 
-    def patched(config, G, D):
-        inner = make_step(config, G, D)
+    def patched(config, G, D, axis_name=None):
+        inner = make_step(config, G, D, axis_name)
 
         def step(state, batch):
             hit = state.step == step_no - 1
@@ -155,7 +158,7 @@ def _inject_nan_at(monkeypatch, step_no, only_rng=None):
                                                              state.g_params)), batch)
         return step
 
-    monkeypatch.setattr(train, "make_step", patched)
+    monkeypatch.setattr(components, "make_step", patched)
 
 
 def test_nan_stops_and_keeps_last_good_checkpoint(mnist_dir, tmp_path, monkeypatch):
@@ -187,10 +190,10 @@ def test_resume_with_other_shapes_fails_first_and_changes_nothing(mnist_dir, tmp
     before = _snapshot(tmp_path)
     build = models.build
 
-    def wider(model_cfg, image_shape, dtype="float32"):
+    def wider(model_cfg, image_shape, dtype="float32", axis_name=None):
         model_cfg = model_cfg.copy_and_resolve_references()
         model_cfg.g_width = 64
-        return build(model_cfg, image_shape, dtype)
+        return build(model_cfg, image_shape, dtype, axis_name)
 
     monkeypatch.setattr(train.models, "build", wider)
     with pytest.raises(CheckpointError) as e:

@@ -24,7 +24,7 @@ def get_config(variant: str | None = None):
         c.dataset.max_examples = 2048
         c.model.g_width, c.model.d_width = 16, 16
         c.batch_size = 16
-        c.num_steps, c.steps_per_dispatch, c.log_every, c.sample_every = 20, 5, 10, 10
+        c.num_steps, c.steps_per_dispatch, c.log_every, c.sample_every = 20, 2, 10, 10
         c.num_samples = 16
         c.checkpoint.every = 10
     elif variant:

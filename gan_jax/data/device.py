@@ -3,27 +3,80 @@
 No host input pipeline stands between steps: the step gathers its own batch from the
 device-resident array, at indices given by ``shuffle.batch_indices`` (epoch-exact, a pure
 function of the step), so resuming at step t draws the same batches as the first run.
+
+On several devices the dataset is split into one shard per device and each device draws
+its share of the batch from its own shard, so no image crosses devices; every epoch of a
+shard still shows each of its images once. The batch sequence therefore depends on the
+number of shards (recorded in checkpoints), not on how the step is parallelised.
 """
 import jax
 import jax.numpy as jnp
+import numpy as np
+from jax.sharding import PartitionSpec as P
 
+from gan_jax import parallel
 from gan_jax.data import shuffle
 
 
-def make_data_step(train_step, *, rows_per_step: int, num_examples: int, key):
-    """Turns ``train_step(state, batch)`` into ``step(state, images_NHWC)`` that draws
-    ``rows_per_step`` images (``n_dis * batch_size``) of the device-resident ``images``."""
-    if rows_per_step > num_examples:
-        raise ValueError(f"One step needs {rows_per_step} images (n_dis * batch_size) but the "
-                         f"dataset has only {num_examples}.")
+def _draw(images_local, key, step, rows_local: int, shard):
+    idx = shuffle.batch_indices(jax.random.fold_in(key, shard), step, rows_local,
+                                images_local.shape[0])
+    return jnp.take(images_local, idx, axis=0)
 
-    def data_step(state, images_NHWC):
-        idx = shuffle.batch_indices(key, state.step, rows_per_step, num_examples)
-        return train_step(state, jnp.take(images_NHWC, idx, axis=0))
+
+def shard_size(num_examples: int, num_shards: int) -> int:
+    """Examples per shard; the last ``num_examples % num_shards`` images are left out."""
+    return num_examples // num_shards
+
+
+def make_data_step(train_step, *, rows_per_step: int, num_examples: int, key, mesh=None,
+                   axis_name: str | None = None):
+    """Turns ``train_step(state, batch)`` into ``step(state, images)`` that draws
+    ``rows_per_step`` images (``n_dis * batch_size``) from device-resident ``images``.
+
+    ``images`` is the whole dataset on one device; with ``mesh``, the array that
+    ``put(images, mesh)`` returns (split along "data"); under ``pmap`` (``axis_name``), this
+    device's shard. ``rows_per_step`` is global in the first two cases, per device in the
+    last."""
+    shards = 1 if mesh is None else mesh.devices.size
+    if axis_name is not None:
+        shards = jax.local_device_count()
+    n_local = shard_size(num_examples, shards)
+    rows_local = rows_per_step if axis_name is not None else rows_per_step // shards
+    if rows_local > n_local:
+        raise ValueError(f"One step needs {rows_local} images per shard but each of the "
+                         f"{shards} shards has only {n_local}.")
+
+    if axis_name is not None:
+        def data_step(state, images_local):
+            batch = _draw(images_local, key, state.step, rows_local,
+                          jax.lax.axis_index(axis_name))
+            return train_step(state, batch)
+    elif mesh is None:
+        def data_step(state, images):
+            return train_step(state, _draw(images, key, state.step, rows_local, 0))
+    else:
+        draw = jax.shard_map(
+            lambda images_local, step: _draw(images_local, key, step, rows_local,
+                                             jax.lax.axis_index(parallel.AXIS)),
+            mesh=mesh, in_specs=(P(parallel.AXIS), P()), out_specs=P(parallel.AXIS))
+
+        def data_step(state, images):
+            return train_step(state, draw(images, state.step))
 
     return data_step
 
 
-def put(images_NHWC, sharding=None):
-    """Copies host uint8 images to the device (or across devices with ``sharding``)."""
-    return jax.device_put(jnp.asarray(images_NHWC, jnp.uint8), sharding)
+def put(images_NHWC: np.ndarray, mesh=None, pmap_devices=None):
+    """Copies host uint8 images to the device(s): whole on one device; split along "data"
+    over ``mesh``; or as a [devices, shard, ...] stack for ``pmap``."""
+    images_NHWC = np.asarray(images_NHWC, np.uint8)
+    if pmap_devices is not None:
+        n = shard_size(len(images_NHWC), len(pmap_devices))
+        stack = images_NHWC[:n * len(pmap_devices)].reshape(len(pmap_devices), n,
+                                                            *images_NHWC.shape[1:])
+        return jax.device_put(stack, parallel.stacked_sharding(pmap_devices))
+    if mesh is None:
+        return jax.device_put(images_NHWC)
+    n = shard_size(len(images_NHWC), mesh.devices.size) * mesh.devices.size
+    return parallel.put_sharded_copy(images_NHWC[:n], mesh)

@@ -47,7 +47,7 @@ def _how_to_prepare(name: str, data_dir: str) -> str:
             f"config.dataset.data_dir / $TFDS_DATA_DIR to a dir that holds it).")
 
 
-def _builder(name: str, data_dir: str):
+def prepared_builder(name: str, data_dir: str):
     try:
         builder = tfds.builder(name, data_dir=data_dir)
     except tfds.core.registered.DatasetNotFoundError:
@@ -68,7 +68,7 @@ def _builder(name: str, data_dir: str):
     return builder
 
 
-def _center_crop_resize(images, resolution: int):
+def center_crop_resize(images, resolution: int):
     out = np.empty((len(images), resolution, resolution, images.shape[-1]), np.uint8)
     for i, im in enumerate(images):
         h, w = im.shape[:2]
@@ -82,6 +82,27 @@ def _center_crop_resize(images, resolution: int):
     return out
 
 
+def image_shape(name: str, data_dir: str | None = None, image_key: str = "image",
+                resolution: int | None = None) -> tuple[int, int, int]:
+    """The shape of the images ``load`` or the streaming pipeline would produce."""
+    data_dir = resolve_data_dir(data_dir)
+    tfds_name = ALIASES.get(name, name)
+    if tfds_name == "mnist_offline":
+        mnist_offline.prepare(data_dir)
+    features = prepared_builder(tfds_name, data_dir).info.features
+    if image_key not in features:
+        raise DatasetError(f"Dataset {name!r} has no feature {image_key!r} (features: "
+                           f"{sorted(features)}); set config.dataset.image_key.")
+    shape = tuple(features[image_key].shape)
+    shape = shape + (1,) if len(shape) == 2 else shape
+    if resolution:
+        return (resolution, resolution, shape[-1])
+    if None in shape:
+        raise DatasetError(f"Images of {name!r} vary in size {shape}; set "
+                           "config.dataset.resolution to crop and resize them.")
+    return shape
+
+
 def load(name: str, split: str = "train", data_dir: str | None = None,
          image_key: str = "image", label_key: str | None = "label",
          resolution: int | None = None, max_examples: int | None = None) -> ImageData:
@@ -91,7 +112,7 @@ def load(name: str, split: str = "train", data_dir: str | None = None,
     tfds_name = ALIASES.get(name, name)
     if tfds_name == "mnist_offline":
         mnist_offline.prepare(data_dir)
-    builder = _builder(tfds_name, data_dir)
+    builder = prepared_builder(tfds_name, data_dir)
     if split not in builder.info.splits:
         raise DatasetError(f"Dataset {name!r} has no split {split!r}; it has "
                            f"{sorted(builder.info.splits)}.")
@@ -108,7 +129,7 @@ def load(name: str, split: str = "train", data_dir: str | None = None,
         if chunk.ndim == 3:
             chunk = chunk[..., None]
         if resolution is not None and chunk.shape[1:3] != (resolution, resolution):
-            chunk = _center_crop_resize(chunk, resolution)
+            chunk = center_crop_resize(chunk, resolution)
         images.append(chunk)
         if label_key and label_key in features:
             labels.append(np.asarray([r[label_key] for r in rows]))

@@ -12,8 +12,9 @@ def compute_dtype(name: str):
     return _DTYPES[name]
 
 
-def build(model_cfg, image_shape, dtype: str = "float32"):
-    """Returns (G, D) for ``model_cfg.name`` in {"mlp", "dcgan"} and images of ``image_shape``."""
+def build(model_cfg, image_shape, dtype: str = "float32", axis_name: str | None = None):
+    """Returns (G, D) for ``model_cfg.name`` in {"mlp", "dcgan"} and images of ``image_shape``.
+    ``axis_name``: the pmap axis over which BatchNorm computes its statistics."""
     h, w, c = image_shape
     dt = compute_dtype(dtype)
     if model_cfg.name == "mlp":
@@ -24,6 +25,7 @@ def build(model_cfg, image_shape, dtype: str = "float32"):
         if h != w:
             raise ValueError(f"DCGAN needs square images, the dataset has {h}x{w}.")
         return (dcgan.Generator(resolution=h, z_dim=model_cfg.z_dim, width=model_cfg.g_width,
-                                channels=c, dtype=dt),
-                dcgan.Discriminator(resolution=h, width=model_cfg.d_width, dtype=dt))
+                                channels=c, dtype=dt, axis_name=axis_name),
+                dcgan.Discriminator(resolution=h, width=model_cfg.d_width, dtype=dt,
+                                    axis_name=axis_name))
     raise ValueError(f"config.model.name must be 'mlp' or 'dcgan', got {model_cfg.name!r}.")

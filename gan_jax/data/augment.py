@@ -1,0 +1,63 @@
+"""DiffAugment (Zhao et al. 2020): differentiable augmentations of every image D sees,
+applied on the device inside the step. Images are NHWC in [-1, 1]."""
+import jax
+import jax.numpy as jnp
+
+
+def _uniform(key, x):
+    return jax.random.uniform(key, (x.shape[0], 1, 1, 1), jnp.float32).astype(x.dtype)
+
+
+def color(x, key):
+    kb, ks, kc = jax.random.split(key, 3)
+    x = x + (_uniform(kb, x) - 0.5)  # brightness
+    mean = jnp.mean(x, axis=3, keepdims=True)
+    x = (x - mean) * (_uniform(ks, x) * 2) + mean  # saturation
+    mean = jnp.mean(x, axis=(1, 2, 3), keepdims=True)
+    return (x - mean) * (_uniform(kc, x) + 0.5) + mean  # contrast
+
+
+def translation(x, key, ratio: float = 0.125):
+    """Shifts each image by up to ratio * side pixels, filling with zeros."""
+    b, h, w, _ = x.shape
+    sh, sw = int(h * ratio + 0.5), int(w * ratio + 0.5)
+    ky, kx = jax.random.split(key)
+    dy = jax.random.randint(ky, (b,), -sh, sh + 1)
+    dx = jax.random.randint(kx, (b,), -sw, sw + 1)
+    padded = jnp.pad(x, ((0, 0), (sh, sh), (sw, sw), (0, 0)))
+    crop = lambda im, y0, x0: jax.lax.dynamic_slice(im, (y0, x0, 0), (h, w, x.shape[3]))
+    return jax.vmap(crop)(padded, sh - dy, sw - dx)
+
+
+def cutout(x, key, ratio: float = 0.5):
+    """Zeroes one square of side ratio * side per image, centred anywhere on the image."""
+    b, h, w, _ = x.shape
+    ch, cw = int(h * ratio + 0.5), int(w * ratio + 0.5)
+    ky, kx = jax.random.split(key)
+    cy = jax.random.randint(ky, (b, 1, 1), 0, h + (1 - ch % 2))
+    cx = jax.random.randint(kx, (b, 1, 1), 0, w + (1 - cw % 2))
+    ys, xs = jnp.arange(h)[None, :, None], jnp.arange(w)[None, None, :]
+    inside = ((ys >= cy - ch // 2) & (ys < cy - ch // 2 + ch)
+              & (xs >= cx - cw // 2) & (xs < cx - cw // 2 + cw))
+    return x * (~inside)[..., None].astype(x.dtype)
+
+
+_OPS = {"color": color, "translation": translation, "cutout": cutout}
+
+
+def make(policy: str):
+    """``augment(x, key)`` applying the comma-separated ops of ``policy`` in order, or None
+    for an empty policy."""
+    names = [p.strip() for p in policy.split(",") if p.strip()]
+    unknown = [n for n in names if n not in _OPS]
+    if unknown:
+        raise ValueError(f"Unknown augmentation(s) {unknown}; choose from {sorted(_OPS)}.")
+    if not names:
+        return None
+
+    def augment(x, key):
+        for name, k in zip(names, jax.random.split(key, len(names))):
+            x = _OPS[name](x, k)
+        return x
+
+    return augment

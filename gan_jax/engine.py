@@ -1,0 +1,151 @@
+"""Where and how the train step runs: state, data and the compiled program on the devices.
+
+Three layouts, chosen by the config, behind one interface for the loop:
+  jit + device data     one program over a ("data",) mesh (one or many hosts); the state is
+                        replicated, the dataset split into one shard per device
+  jit + streaming       the same program fed [K, batch] arrays by a grain pipeline
+  pmap + device data    one program per device (one host), state stacked per device
+"""
+import jax
+import jax.numpy as jnp
+from jax.sharding import PartitionSpec as P
+
+from gan_jax import components, parallel, steps
+from gan_jax.data import device, streaming
+from gan_jax.errors import ConfigError
+
+
+class Engine:
+
+    def __init__(self, config, *, G, D, image_shape, init_key, data_key, images=None):
+        self.config = config
+        self.k = config.steps_per_dispatch
+        self.rows = config.n_dis * config.batch_size
+        self.pmap = config.parallel.mode == "pmap"
+        self.streaming = config.dataset.pipeline == "streaming"
+        self._init_key, self._data_key = init_key, data_key
+        self.image_shape = tuple(image_shape)
+        self._create = components.make_create(config, G, D, image_shape)
+        self._images_host, self._next, self._prefetch, self._pipeline = images, None, None, None
+        if self.pmap:
+            if jax.process_count() > 1 or self.streaming:
+                raise ConfigError("parallel.mode='pmap' runs on one host with device-resident "
+                                  "data; use parallel.mode='jit' for several hosts or "
+                                  "dataset.pipeline='streaming'.")
+            n = config.parallel.num_devices or jax.local_device_count()
+            if n > jax.local_device_count():
+                raise ConfigError(f"config.parallel.num_devices={n} but this host has "
+                                  f"{jax.local_device_count()} devices.")
+            self.devices = jax.local_devices()[:n]
+            if self.rows % n:
+                raise ConfigError(f"The global batch of {self.rows} images does not divide "
+                                  f"evenly over {n} devices; use a multiple of {n}.")
+            self.shards = n
+        else:
+            self.mesh = parallel.make_mesh(config.parallel.num_devices)
+            parallel.check_batch(self.rows, self.mesh)
+            self.shards = self.mesh.devices.size
+        self.train_step = components.make_step(config, G, D,
+                                               axis_name=parallel.AXIS if self.pmap else None)
+        if self.streaming:
+            ds = config.dataset
+            self._pipeline = streaming.Pipeline(
+                ds.name, ds.split, ds.data_dir or None, rows=self.rows // jax.process_count(),
+                seed=config.seed, shard_index=jax.process_index(),
+                shard_count=jax.process_count(), image_key=ds.image_key,
+                resolution=ds.resolution or None)
+
+    # -- state ---------------------------------------------------------------------------
+    def abstract_state(self):
+        return jax.eval_shape(self._create, self._init_key)
+
+    def new_state(self):
+        """A fresh state, on the devices as this layout wants it."""
+        if self.pmap:
+            return parallel.replicate(jax.jit(self._create)(self._init_key), self.devices)
+        return parallel.create_state(self._create, self._init_key, self.mesh)
+
+    def restore_template(self):
+        """Arrays placed as a checkpoint restore should place them."""
+        return jax.jit(self._create)(self._init_key) if self.pmap else self.new_state()
+
+    def place(self, restored):
+        return parallel.replicate(restored, self.devices) if self.pmap else restored
+
+    def checkpoint_view(self, state):
+        return parallel.unreplicate(state) if self.pmap else state
+
+    def step_of(self, state) -> int:
+        return int(parallel.to_host(self.checkpoint_view(state).step))
+
+    # -- data ----------------------------------------------------------------------------
+    def data_info(self) -> dict:
+        info = {"kind": "streaming" if self.streaming else "device_shuffle",
+                "seed": self.config.seed, "rows_per_step": self.rows}
+        if self.streaming:
+            info["examples_per_shard"] = self._pipeline.examples_per_shard
+        else:
+            info["num_examples"] = len(self._images_host)
+        return info
+
+    def data_position(self) -> dict:
+        """Where the input is: for streaming, the grain state before the next step's batch
+        (the batches of a step are a function of the step otherwise)."""
+        if not self.streaming:
+            return {"shards": self.shards}
+        if self._prefetch is None:
+            return {"shards": self.shards, "iterator": self._pipeline.get_state()}
+        if self._next is None:
+            self._next = self._prefetch.next()
+        return {"shards": self.shards, "iterator": self._next[0]}
+
+    def set_data_position(self, position: dict) -> None:
+        if self.streaming:
+            self._pipeline.set_state(position["iterator"])
+
+    # -- programs ------------------------------------------------------------------------
+    def compile(self, state):
+        """Compiles the K-step program for ``state``; returns nothing (time it outside)."""
+        if self.streaming:
+            multi = steps.scan(self.train_step, self.k)
+            put = lambda host: parallel.put_global(host, self.mesh, P(None, parallel.AXIS))
+            self._prefetch = streaming.DevicePrefetcher(self._pipeline, self.k, put)
+            spec = jax.ShapeDtypeStruct((self.k, self.rows, *self.image_shape), jnp.uint8,
+                                        sharding=jax.sharding.NamedSharding(
+                                            self.mesh, P(None, parallel.AXIS)))
+            self._run = parallel.shard_step(multi, self.mesh, batch_spec=P(None, parallel.AXIS)
+                                            ).lower(state, spec).compile()
+            return
+        n = len(self._images_host)
+        if self.pmap:
+            step = device.make_data_step(self.train_step, rows_per_step=self.rows // self.shards,
+                                         num_examples=n, key=self._data_key,
+                                         axis_name=parallel.AXIS)
+            self._images = device.put(self._images_host, pmap_devices=self.devices)
+            self._run = parallel.pmap_step(steps.repeat(step, self.k)).lower(
+                state, self._images).compile()
+        else:
+            step = device.make_data_step(self.train_step, rows_per_step=self.rows,
+                                         num_examples=n, key=self._data_key, mesh=self.mesh)
+            self._images = device.put(self._images_host, mesh=self.mesh)
+            self._run = parallel.shard_step(steps.repeat(step, self.k), self.mesh
+                                            ).lower(state, self._images).compile()
+
+    def dispatch(self, state):
+        """Runs K steps; returns (state, metrics stacked over K), both still on the device."""
+        if not self.streaming:
+            state, metrics = self._run(state, self._images)
+            return state, (jax.tree.map(lambda m: m[0], metrics) if self.pmap else metrics)
+        if self._next is None:
+            self._next = self._prefetch.next()
+        _, batches = self._next
+        self._next = None
+        return self._run(state, batches)
+
+    def generator_view(self, state):
+        s = self.checkpoint_view(state)
+        return s.g_params, s.g_vars, s.ema_params
+
+    def close(self) -> None:
+        if self._prefetch is not None:
+            self._prefetch.close()

@@ -1,0 +1,147 @@
+"""Devices, meshes and shardings; start-up of several processes (hosts).
+
+The main path is ``jax.jit`` over a one-axis ("data") mesh: the state is replicated, the
+global batch is split along its first axis, and XLA inserts the all-reduces. ``pmap`` is
+provided for code written per device (``steps.make_train_step(axis_name="data")``).
+"""
+import os
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from gan_jax.errors import ConfigError
+
+AXIS = "data"
+
+
+def initialize(coordinator_address: str = "", num_processes: int = 0,
+               process_id: int = -1) -> None:
+    """Starts ``jax.distributed`` when several processes are asked for, by arguments or by
+    GAN_JAX_COORDINATOR / GAN_JAX_NUM_PROCESSES / GAN_JAX_PROCESS_ID; with none of them,
+    cluster environments JAX detects itself (SLURM, ...) are used when present."""
+    coordinator_address = coordinator_address or os.environ.get("GAN_JAX_COORDINATOR", "")
+    num_processes = num_processes or int(os.environ.get("GAN_JAX_NUM_PROCESSES", "0"))
+    if process_id < 0:
+        process_id = int(os.environ.get("GAN_JAX_PROCESS_ID", "-1"))
+    if not coordinator_address:
+        if num_processes > 1:
+            raise ConfigError(f"{num_processes} processes were asked for but no coordinator "
+                              "address; pass --coordinator_address=HOST:PORT.")
+        return
+    if num_processes < 1 or not 0 <= process_id < num_processes:
+        raise ConfigError(f"process_id must be in [0, num_processes); got process_id="
+                          f"{process_id}, num_processes={num_processes}.")
+    # CPU processes talk through gloo; GPU processes use NCCL whatever this says.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(coordinator_address=coordinator_address,
+                               num_processes=num_processes, process_id=process_id,
+                               initialization_timeout=120)
+    if jax.process_count() != num_processes:
+        raise ConfigError(f"This process was told num_processes={num_processes}, but the "
+                          f"coordinator at {coordinator_address} runs {jax.process_count()}.")
+
+
+def make_mesh(num_devices: int = 0) -> Mesh:
+    """A ("data",) mesh over the first ``num_devices`` devices (0: all of them)."""
+    devices = jax.devices()
+    n = num_devices or len(devices)
+    if n > len(devices) or (jax.process_count() > 1 and n != len(devices)):
+        raise ConfigError(f"config.parallel.num_devices={num_devices} does not match the "
+                          f"{len(devices)} devices of {jax.process_count()} process(es); use 0 "
+                          "for all of them" + (" (required with several processes)."
+                                               if jax.process_count() > 1 else "."))
+    return Mesh(np.asarray(devices[:n]), (AXIS,))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, P())
+
+
+def batch_sharded(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, P(AXIS))
+
+
+def check_batch(rows: int, mesh: Mesh, what: str = "global batch") -> None:
+    """A clear error, before any compile, for a batch the devices cannot share evenly."""
+    n = mesh.devices.size
+    if rows % n:
+        raise ConfigError(f"The {what} of {rows} images does not divide evenly over {n} "
+                          f"devices; use a multiple of {n} (config.batch_size * n_dis).")
+    if rows % jax.process_count():
+        raise ConfigError(f"The {what} of {rows} images does not divide over "
+                          f"{jax.process_count()} processes.")
+
+
+def create_state(create_fn, key, mesh: Mesh):
+    """Builds the state directly in place, replicated on every device of ``mesh``."""
+    shardings = jax.tree.map(lambda _: replicated(mesh), jax.eval_shape(create_fn, key))
+    return jax.jit(create_fn, out_shardings=shardings)(key)
+
+
+def shard_step(step, mesh: Mesh, *, batch_spec=P(AXIS), extra_specs=()):
+    """``jax.jit(step)`` with the state replicated, the batch split along ``"data"`` (or as
+    ``batch_spec`` says), replicated outputs and the state donated."""
+    rep = replicated(mesh)
+    in_shardings = (rep, NamedSharding(mesh, batch_spec),
+                    *(NamedSharding(mesh, s) for s in extra_specs))
+    return jax.jit(step, in_shardings=in_shardings, out_shardings=rep, donate_argnums=0)
+
+
+def pmap_step(step):
+    """``jax.pmap`` over the "data" axis with the (replicated) state donated; build the step
+    with ``make_train_step(..., axis_name="data")`` and G, D with ``axis_name="data"``."""
+    return jax.pmap(step, axis_name=AXIS, donate_argnums=0)
+
+
+def stacked_sharding(devices) -> NamedSharding:
+    """A leading axis of size len(devices), one slice per device: what ``pmap`` takes."""
+    return NamedSharding(Mesh(np.asarray(devices), ("pmap",)), P("pmap"))
+
+
+def replicate(tree, devices=None):
+    """Stacks a copy of ``tree`` per local device, for ``pmap``."""
+    devices = devices or jax.local_devices()
+    sharding = stacked_sharding(devices)
+    return jax.tree.map(
+        lambda x: jax.device_put(jax.numpy.broadcast_to(x, (len(devices), *x.shape)), sharding),
+        tree)
+
+
+def unreplicate(tree):
+    return jax.tree.map(lambda x: x[0], tree)
+
+
+def split_for_pmap(batch, n: int):
+    """[N, ...] -> [n, N / n, ...]: each device's share, in order."""
+    if batch.shape[0] % n:
+        raise ConfigError(f"A batch of {batch.shape[0]} does not split over {n} devices.")
+    return batch.reshape(n, batch.shape[0] // n, *batch.shape[1:])
+
+
+def put_global(host_rows, mesh: Mesh, spec=P(AXIS)):
+    """A global array from this process's rows (its share of the first axis)."""
+    return jax.make_array_from_process_local_data(NamedSharding(mesh, spec), host_rows)
+
+
+def put_sharded_copy(full, mesh: Mesh):
+    """A global array split along its first axis from a copy of the whole array that every
+    process holds (device-resident datasets)."""
+    sharding = batch_sharded(mesh)
+    return jax.make_array_from_callback(full.shape, sharding, lambda idx: full[idx])
+
+
+def to_host(tree):
+    """Fetches replicated arrays to NumPy on any process (where ``device_get`` would refuse
+    arrays that span other processes' devices)."""
+    def fetch(x):
+        if isinstance(x, jax.Array) and not x.is_fully_addressable:
+            return np.asarray(x.addressable_data(0))
+        return np.asarray(jax.device_get(x))
+    return jax.tree.map(fetch, tree)
+
+
+def is_writer() -> bool:
+    """Only process 0 writes logs, grids and evaluation lines."""
+    return jax.process_index() == 0

@@ -1,0 +1,132 @@
+"""Sharded and pmapped steps on four fake CPU devices (set in conftest) against one device."""
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from gan_jax import parallel, steps, train
+from gan_jax import state as state_lib
+from gan_jax.data import device
+from gan_jax.errors import ConfigError
+from gan_jax.models import dcgan
+from tests.helpers import load_config
+
+SHAPE = (28, 28, 1)
+TX = optax.adam(2e-4, b1=0.5)
+
+
+def _models(axis_name=None):
+    return (dcgan.Generator(resolution=28, width=8, channels=1, z_dim=16, axis_name=axis_name),
+            dcgan.Discriminator(resolution=28, width=8, axis_name=axis_name))
+
+
+def _create(G, D):
+    return lambda key: state_lib.create(key, G, D, g_tx=TX, d_tx=TX, image_shape=SHAPE)
+
+
+def _batches(n=3, rows=16):
+    return [jax.random.randint(jax.random.PRNGKey(i), (rows, *SHAPE), 0, 256).astype(jnp.uint8)
+            for i in range(n)]
+
+
+def _close(a, b):
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        # float32 rounding of reductions split over devices: about 2e-7 here.
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def single_device_run():
+    assert jax.device_count() == 4
+    G, D = _models()
+    st = jax.jit(_create(G, D))(jax.random.PRNGKey(0))
+    step = jax.jit(steps.make_train_step(G, D, n_dis=2))
+    for b in _batches():
+        st, _ = step(st, b)
+    return st
+
+
+def test_jit_sharded_step_matches_one_device(single_device_run):
+    G, D = _models()
+    mesh = parallel.make_mesh()
+    st = parallel.create_state(_create(G, D), jax.random.PRNGKey(0), mesh)
+    for leaf in jax.tree.leaves(st):  # Built in place, replicated: what the design says.
+        assert leaf.sharding == NamedSharding(mesh, P()) and leaf.sharding.is_fully_replicated
+    step = parallel.shard_step(steps.make_train_step(G, D, n_dis=2), mesh)
+    for b in _batches():
+        b = jax.device_put(b, parallel.batch_sharded(mesh))
+        assert len(b.addressable_shards) == 4 and b.addressable_shards[0].data.shape[0] == 4
+        st, m = step(st, b)
+    assert m["d_loss"].sharding.is_fully_replicated
+    assert int(st.step) == 3
+    _close(single_device_run, st)
+
+
+def test_pmap_step_with_synced_batchnorm_matches_one_device(single_device_run):
+    G, D = _models(axis_name=parallel.AXIS)
+    st = parallel.replicate(jax.jit(_create(*_models()))(jax.random.PRNGKey(0)))
+    step = parallel.pmap_step(steps.make_train_step(G, D, n_dis=2, axis_name=parallel.AXIS))
+    for b in _batches():
+        st, m = step(st, parallel.split_for_pmap(b, 4))
+    assert m["d_loss"].shape == (4,) and len(set(np.asarray(m["d_loss"]).tolist())) == 1
+    _close(single_device_run, parallel.unreplicate(st))
+
+
+def test_unsynced_batchnorm_would_differ(single_device_run):
+    # Guard on the test above: without the axis name BatchNorm sees only a quarter batch.
+    G, D = _models()
+    st = parallel.replicate(jax.jit(_create(G, D))(jax.random.PRNGKey(0)))
+    step = parallel.pmap_step(steps.make_train_step(G, D, n_dis=2, axis_name=parallel.AXIS))
+    for b in _batches():
+        st, _ = step(st, parallel.split_for_pmap(b, 4))
+    with pytest.raises(AssertionError):
+        _close(single_device_run, parallel.unreplicate(st))
+
+
+class _StepOnly(flax.struct.PyTreeNode):
+    step: jax.Array
+
+
+def test_sharded_device_data_draws_each_shard_once_per_epoch():
+    mesh = parallel.make_mesh()
+    n, rows = 40, 8  # 10 images per shard, 2 per shard per step
+    images = np.arange(n, dtype=np.uint8).reshape(n, 1, 1, 1) * np.ones((1, 2, 2, 1), np.uint8)
+    seen = []
+    fake_step = lambda state, batch: (state, batch[:, 0, 0, 0])
+    draw = device.make_data_step(fake_step, rows_per_step=rows, num_examples=n,
+                                 key=jax.random.PRNGKey(3), mesh=mesh)
+    on_device = device.put(images, mesh=mesh)
+    f = jax.jit(lambda s, x: draw(s, x)[1])
+    for t in range(5):
+        seen.append(np.asarray(f(_StepOnly(jnp.int32(t)), on_device)))
+    seen = np.stack(seen)  # [step, rows]; rows 2k, 2k+1 come from shard k
+    assert sorted(seen.reshape(-1).tolist()) == list(range(n))
+    for k in range(4):
+        assert sorted(seen[:, 2 * k:2 * k + 2].reshape(-1).tolist()) == list(range(10 * k,
+                                                                                 10 * k + 10))
+
+
+def test_bad_layouts_fail_before_compiling(mnist_dir, tmp_path):
+    mesh = parallel.make_mesh()
+    with pytest.raises(ConfigError, match="multiple of 4"):
+        parallel.check_batch(30, mesh)
+    with pytest.raises(ConfigError, match="num_devices=8 does not match the 4 devices"):
+        parallel.make_mesh(8)
+    with pytest.raises(ConfigError, match="coordinator"):
+        parallel.initialize("", 2, 0)
+    with pytest.raises(ConfigError, match="process_id"):
+        parallel.initialize("127.0.0.1:1", 2, 5)
+    c = load_config("mnist_mlp", "smoke")
+    c.dataset.data_dir = mnist_dir
+    c.batch_size = 30
+    with pytest.raises(ConfigError, match="30 images does not divide evenly over 4"):
+        train.train_and_evaluate(c, tmp_path)
+    assert not (tmp_path / "config.json").exists()
+    c.batch_size, c.parallel.mode = 32, "pmap"
+    c.parallel.num_devices = 3
+    with pytest.raises(ConfigError, match="32 images does not divide evenly over 3"):
+        train.train_and_evaluate(c, tmp_path)
