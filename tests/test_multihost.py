@@ -57,3 +57,24 @@ def test_two_processes_match_one_process_of_four(mnist_dir, tmp_path, monkeypatc
     assert len(os.listdir(tmp_path / "two" / "tensorboard")) == 1
     summary = json.loads((tmp_path / "two" / "summary.json").read_text())
     assert summary["processes"] == 2 and summary["devices"] == 4
+
+
+def test_process_count_the_coordinator_does_not_run_is_an_error():
+    import subprocess
+    import sys
+    port = _free_port()
+    code = ("import sys; from gan_jax import parallel; from gan_jax.errors import ConfigError\n"
+            "try:\n parallel.initialize('127.0.0.1:%d', int(sys.argv[1]), int(sys.argv[2]))\n"
+            "except ConfigError as e:\n print('error:', e); sys.exit(3)\nprint('ok')" % port)
+    env = {**os.environ, "JAX_NUM_CPU_DEVICES": "1"}
+    coordinator = subprocess.Popen([sys.executable, "-c", code, "2", "0"], env=env,
+                                   stdout=subprocess.PIPE, text=True)
+    try:
+        wrong = subprocess.run([sys.executable, "-c", code, "3", "1"], env=env,
+                               capture_output=True, text=True, timeout=300)
+        assert wrong.returncode == 3, wrong.stderr[-2000:]
+        assert "told num_processes=3, but the coordinator" in wrong.stdout
+        assert "runs 2" in wrong.stdout
+    finally:
+        coordinator.kill()
+        coordinator.wait()
