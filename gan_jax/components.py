@@ -36,7 +36,8 @@ def make_step(config, G, D, axis_name: str | None = None):
         raise ConfigError(f"config.dataset.augment: {e}") from None
     return steps.make_train_step(G, D, loss=config.loss, n_dis=config.n_dis,
                                  ema_decay=config.ema.decay, ema_start=config.ema.start,
-                                 d_penalty=d_penalty, augment=augment, axis_name=axis_name)
+                                 d_penalty=d_penalty, augment=augment, axis_name=axis_name,
+                                 share_fake=config.share_fake)
 
 
 def make_create(config, G, D, image_shape):

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
 from gan_jax import components, parallel, steps
-from gan_jax.data import device, streaming
+from gan_jax.data import device
 from gan_jax.errors import ConfigError
 
 
@@ -48,6 +48,7 @@ class Engine:
         self.train_step = components.make_step(config, G, D,
                                                axis_name=parallel.AXIS if self.pmap else None)
         if self.streaming:
+            from gan_jax.data import streaming  # grain and tfds: only when streaming
             ds = config.dataset
             self._pipeline = streaming.Pipeline(
                 ds.name, ds.split, ds.data_dir or None, rows=self.rows // jax.process_count(),
@@ -109,6 +110,7 @@ class Engine:
         if self.streaming:
             multi = steps.scan(self.train_step, self.k)
             put = lambda host: parallel.put_global(host, self.mesh, P(None, parallel.AXIS))
+            from gan_jax.data import streaming
             self._prefetch = streaming.DevicePrefetcher(self._pipeline, self.k, put)
             spec = jax.ShapeDtypeStruct((self.k, self.rows, *self.image_shape), jnp.uint8,
                                         sharding=jax.sharding.NamedSharding(

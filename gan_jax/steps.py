@@ -53,13 +53,17 @@ def _pmean(tree, axis_name):
 
 
 def d_update(state: GANState, real_BHWC, key, *, G, D, loss, d_penalty=None, augment=None,
-             axis_name=None):
+             axis_name=None, fake=None):
     """One optimizer step of D on a real batch and a fresh fake batch of the same size.
     ``augment(x, key)`` (e.g. DiffAugment) is applied to real and fake before D; under
-    ``pmap`` pass the ``axis_name`` so gradients and metrics are averaged over devices."""
+    ``pmap`` pass the ``axis_name`` so gradients and metrics are averaged over devices.
+    ``fake``: a batch G already drew (then ``state.g_vars`` must already hold its update)."""
     z_key, pen_key, aug_key = jax.random.split(key, 3)
-    z = _normal(z_key, (real_BHWC.shape[0], G.z_dim), axis_name)
-    fake, g_vars = apply_model(G, state.g_params, state.g_vars, z, train=True)
+    if fake is None:
+        z = _normal(z_key, (real_BHWC.shape[0], G.z_dim), axis_name)
+        fake, g_vars = apply_model(G, state.g_params, state.g_vars, z, train=True)
+    else:
+        g_vars = state.g_vars
     fake = jax.lax.stop_gradient(fake)
     if augment is not None:
         real_key, fake_key = jax.random.split(aug_key)
@@ -91,10 +95,13 @@ def d_update(state: GANState, real_BHWC, key, *, G, D, loss, d_penalty=None, aug
 
 
 def g_update(state: GANState, batch_size: int, key, *, G, D, loss, augment=None,
-             axis_name=None):
-    """One optimizer step of G on a fresh latent batch, against the current D."""
+             axis_name=None, z=None):
+    """One optimizer step of G on a fresh latent batch (or on ``z``, keeping the BatchNorm
+    statistics its earlier forward left), against the current D."""
     z_key, aug_key = jax.random.split(key)
-    z = _normal(z_key, (batch_size, G.z_dim), axis_name)
+    keep_g_vars = z is not None
+    if z is None:
+        z = _normal(z_key, (batch_size, G.z_dim), axis_name)
 
     def loss_fn(g_params):
         fake, g_vars = apply_model(G, g_params, state.g_vars, z, train=True)
@@ -104,6 +111,30 @@ def g_update(state: GANState, batch_size: int, key, *, G, D, loss, augment=None,
         return loss.g(fake_logits), (g_vars, d_vars)
 
     (value, (g_vars, d_vars)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.g_params)
+    if keep_g_vars:
+        g_vars = state.g_vars
+    return _apply_g(state, grads, value, g_vars, d_vars, axis_name)
+
+
+def g_update_from_fake(state: GANState, fake, g_vjp, key, *, D, loss, augment=None,
+                       axis_name=None):
+    """G's step through a forward it already ran: D scores ``fake`` and the gradient goes
+    back through ``g_vjp`` (from ``jax.vjp`` of G's forward), so G runs forward once per
+    step, as PyTorch code that reuses the fake batch does."""
+    _, aug_key = jax.random.split(key)
+
+    def loss_of_fake(x):
+        if augment is not None:
+            x = augment(x, aug_key)
+        fake_logits, d_vars = apply_model(D, state.d_params, state.d_vars, x, train=True)
+        return loss.g(fake_logits), d_vars
+
+    (value, d_vars), d_fake = jax.value_and_grad(loss_of_fake, has_aux=True)(fake)
+    (grads,) = g_vjp(d_fake)
+    return _apply_g(state, grads, value, state.g_vars, d_vars, axis_name)
+
+
+def _apply_g(state, grads, value, g_vars, d_vars, axis_name):
     grads, value = _pmean((grads, value), axis_name)
     updates, g_opt_state = state.g_tx.update(grads, state.g_opt_state, state.g_params)
     g_params = optax.apply_updates(state.g_params, updates)
@@ -130,7 +161,8 @@ def penalty(kind: str, weight: float):
 
 def make_train_step(G, D, *, loss="non_saturating", n_dis: int = 1, ema_decay: float = 0.999,
                     ema_start: int = 0, d_penalty: Callable | None = None,
-                    augment: Callable | None = None, axis_name: str | None = None):
+                    augment: Callable | None = None, axis_name: str | None = None,
+                    share_fake: bool = False, reuse_forward: bool = True):
     """Returns ``train_step(state, batch) -> (state, metrics)``: n_dis D updates, one G update,
     the EMA update, ``step += 1``. ``loss`` is a name or a ``losses.AdversarialLoss``;
     ``d_penalty(d_fn, real, fake, key) -> scalar`` is added to D's loss (see ``penalty``);
@@ -140,9 +172,17 @@ def make_train_step(G, D, *, loss="non_saturating", n_dis: int = 1, ema_decay: f
     BatchNorm uses the global batch): then the batch is this device's share, the noise is
     this device's slice of the global draw, and gradients and metrics are averaged, so the
     devices together train exactly like one device on the whole batch. (A gradient
-    penalty's interpolation noise is the exception: it is drawn per device.)"""
+    penalty's interpolation noise is the exception: it is drawn per device.)
+
+    ``share_fake`` (n_dis=1): G's update uses the fake batch of D's update, as the PyTorch
+    DCGAN example does. With ``reuse_forward`` G's forward then runs once per step (its
+    vjp is kept from D's update); without, G's update runs it again: the same numbers,
+    one more G forward."""
     if n_dis < 1:
         raise ValueError(f"n_dis must be >= 1, got {n_dis}.")
+    if share_fake and n_dis != 1:
+        raise ValueError(f"share_fake reuses D's one fake batch for G, so it needs n_dis=1 "
+                         f"(got {n_dis}).")
     loss = losses_lib.get(loss)
 
     def train_step(state: GANState, batch) -> tuple[GANState, Metrics]:
@@ -155,15 +195,30 @@ def make_train_step(G, D, *, loss="non_saturating", n_dis: int = 1, ema_decay: f
         d_keys = jax.random.split(jax.random.fold_in(key, 0), n_dis)
         d_step = functools.partial(d_update, G=G, D=D, loss=loss, d_penalty=d_penalty,
                                    augment=augment, axis_name=axis_name)
-        if n_dis == 1:
+        g_key = jax.random.fold_in(key, 1)
+        g_kw = dict(D=D, loss=loss, augment=augment, axis_name=axis_name)
+        if share_fake:
+            # The z that d_update would draw from this key, drawn here so G can reuse it.
+            z = _normal(jax.random.split(d_keys[0], 3)[0], (b, G.z_dim), axis_name)
+            forward = lambda p: apply_model(G, p, state.g_vars, z, train=True)
+            if reuse_forward:
+                fake, g_vjp, g_vars = jax.vjp(forward, state.g_params, has_aux=True)
+            else:
+                fake, g_vars = forward(state.g_params)
+            state, d_metrics = d_step(state.replace(g_vars=g_vars), real, d_keys[0], fake=fake)
+            if reuse_forward:
+                state, g_metrics = g_update_from_fake(state, fake, g_vjp, g_key, **g_kw)
+            else:
+                state, g_metrics = g_update(state, b, g_key, G=G, z=z, **g_kw)
+        elif n_dis == 1:
             state, d_metrics = d_step(state, real, d_keys[0])
         else:
             reals = jnp.swapaxes(real.reshape(b, n_dis, *real.shape[1:]), 0, 1)
             state, d_metrics = jax.lax.scan(lambda s, xk: d_step(s, *xk), state,
                                             (reals, d_keys), unroll=_unroll(None))
             d_metrics = jax.tree.map(jnp.mean, d_metrics)
-        state, g_metrics = g_update(state, b, jax.random.fold_in(key, 1), G=G, D=D, loss=loss,
-                                    augment=augment, axis_name=axis_name)
+        if not share_fake:
+            state, g_metrics = g_update(state, b, g_key, G=G, **g_kw)
         ema = ema_update(state.ema_params, state.g_params, state.step, ema_decay, ema_start)
         metrics = {**d_metrics, **g_metrics,
                    "g_param_norm": optax.tree.norm(state.g_params),
@@ -183,9 +238,16 @@ def _unroll(unroll):
     return unroll
 
 
+def _stack_one(out):
+    state, metrics = out
+    return state, jax.tree.map(lambda m: m[None], metrics)
+
+
 def scan(step, num_steps: int, unroll: bool | int | None = None):
     """K steps per dispatch over stacked batches: ``(state, batches_K) -> (state, metrics_K)``."""
     def multi_step(state, batches):
+        if num_steps == 1:  # No loop at all: even a one-trip loop is slow on XLA:CPU.
+            return _stack_one(step(state, batches[0]))
         return jax.lax.scan(step, state, batches, length=num_steps, unroll=_unroll(unroll))
     return multi_step
 
@@ -194,6 +256,8 @@ def repeat(step, num_steps: int, unroll: bool | int | None = None):
     """K steps per dispatch of a step that draws its own batch: ``step(state, *args)``, e.g.
     from a device-resident dataset passed as ``args``. Returns metrics stacked over K."""
     def multi_step(state, *args):
+        if num_steps == 1:
+            return _stack_one(step(state, *args))
         return jax.lax.scan(lambda s, _: step(s, *args), state, None, length=num_steps,
                             unroll=_unroll(unroll))
     return multi_step

@@ -167,3 +167,23 @@ def test_float_batches_are_taken_as_is():
     np.testing.assert_array_equal(steps.to_float_images(x), x)
     u = jnp.array([0, 255], jnp.uint8)
     np.testing.assert_allclose(steps.to_float_images(u), [-1.0, 1.0])
+
+
+@pytest.mark.parametrize("augment", [None, "color,translation"])
+def test_reused_forward_equals_recomputed_forward(augment):
+    from gan_jax.data import augment as augment_lib
+    aug = augment_lib.make(augment) if augment else None
+    G, D, st = _dcgan()
+    fast = steps.make_train_step(G, D, share_fake=True, reuse_forward=True, augment=aug)
+    plain = steps.make_train_step(G, D, share_fake=True, reuse_forward=False, augment=aug)
+    a, ma = _run(fast, st, 3)
+    b, mb = _run(plain, _dcgan()[2], 3)
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(ma["g_loss"], mb["g_loss"], rtol=1e-5)
+    # Sharing the fake batch is a different game from drawing a fresh one for G.
+    c, _ = _run(steps.make_train_step(G, D), _dcgan()[2], 3)
+    assert not np.allclose(np.asarray(jax.tree.leaves(a.g_params)[0]),
+                           np.asarray(jax.tree.leaves(c.g_params)[0]))
+    with pytest.raises(ValueError, match="n_dis=1"):
+        steps.make_train_step(G, D, share_fake=True, n_dis=2)

@@ -1,0 +1,144 @@
+"""Step-throughput benchmark of the exact step the trainer runs (gan_jax.engine.Engine with
+device-resident data), with model FLOPs from layer shapes and MFU against a matmul peak
+measured in the same process."""
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gan_jax import config as config_lib
+from gan_jax import flops, models
+from gan_jax.engine import Engine
+
+# name -> (resolution, channels, width): DCGAN as in Radford et al. at 64x64.
+MODELS = {"dcgan64": (64, 3, 64), "dcgan32": (32, 3, 64), "dcgan28": (28, 1, 32)}
+
+
+def bench_config(model: str, batch: int, dtype: str, k: int, share_fake: bool = True):
+    """The trainer config of the benchmarked step: one D + one G update, non-saturating
+    loss, Adam(2e-4, 0.5); ``share_fake``: G reuses D's fake batch, as PyTorch's DCGAN."""
+    if model not in MODELS:
+        raise ValueError(f"Unknown benchmark model {model!r}; choose from {sorted(MODELS)}.")
+    _, _, width = MODELS[model]
+    c = config_lib.defaults()
+    c.model.name, c.model.g_width, c.model.d_width = "dcgan", width, width
+    c.dtype, c.batch_size, c.steps_per_dispatch = dtype, batch, k
+    c.share_fake = share_fake
+    for opt in (c.optimizer.g, c.optimizer.d):
+        opt.learning_rate, opt.b1, opt.b2, opt.eps = 2e-4, 0.5, 0.999, 1e-8
+    c.num_steps = c.log_every = c.sample_every = c.checkpoint.every = k
+    return config_lib.validate(c)
+
+
+def matmul_peak(dtype=None, n: int | None = None, reps: int = 10) -> float:
+    """Measured FLOP/s of an n x n matmul chain on the default device: bfloat16 on GPU,
+    float32 on CPU (where bfloat16 matmuls are emulated, so their peak means little)."""
+    gpu = jax.default_backend() == "gpu"
+    dtype = dtype or (jnp.bfloat16 if gpu else jnp.float32)
+    n = n or (8192 if gpu else 1024)
+    a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32).astype(dtype)
+
+    @jax.jit
+    def chain(x):
+        for _ in range(reps):
+            x = (x @ a) * (1.0 / n)
+        return x
+
+    jax.block_until_ready(chain(a))
+    times = []
+    for _ in range(3):
+        t = time.perf_counter()
+        jax.block_until_ready(chain(a))
+        times.append(time.perf_counter() - t)
+    return 2.0 * n ** 3 * reps / min(times)
+
+
+def _peak_memory() -> int | None:
+    stats = jax.local_devices()[0].memory_stats() or {}
+    return stats.get("peak_bytes_in_use")
+
+
+def time_gan_jax(model: str, batch: int, dtype: str, k: int, *, windows: int = 5,
+                 window_steps: int = 20, peak_flops: float | None = None,
+                 share_fake: bool = True) -> dict:
+    """Times the trainer's K-step program: median over ``windows`` timed windows of about
+    ``window_steps`` steps, synchronising only at window edges, after a warm-up."""
+    config = bench_config(model, batch, dtype, k, share_fake)
+    resolution, channels, _ = MODELS[model]
+    shape = (resolution, resolution, channels)
+    G, D = models.build(config.model, shape, dtype)
+    images = np.random.default_rng(0).integers(0, 256, (max(4096, 2 * batch), *shape),
+                                               dtype=np.uint8)
+    init_key, data_key = jax.random.split(jax.random.PRNGKey(0))
+    engine = Engine(config, G=G, D=D, image_shape=shape, init_key=init_key,
+                    data_key=data_key, images=images)
+    state = engine.new_state()
+    step_flops = flops.count(engine.train_step, jax.eval_shape(lambda: state),
+                             jax.ShapeDtypeStruct((batch, *shape), jnp.uint8))
+    t = time.perf_counter()
+    engine.compile(state)
+    compile_s = time.perf_counter() - t
+    dispatches = max(1, window_steps // k)
+    for _ in range(max(2, dispatches // 2)):  # warm-up
+        state, metrics = engine.dispatch(state)
+    jax.block_until_ready(state)
+    per_step = []
+    for _ in range(windows):
+        t = time.perf_counter()
+        for _ in range(dispatches):
+            state, metrics = engine.dispatch(state)
+        jax.block_until_ready(state)
+        per_step.append((time.perf_counter() - t) / (dispatches * k))
+    engine.close()
+    s = statistics.median(per_step)
+    last = {name: float(np.asarray(jax.device_get(v))[-1]) for name, v in metrics.items()}
+    out = {"framework": "gan_jax", "setting": f"jit{' K=' + str(k) if k > 1 else ''}",
+           "model": model, "batch": batch, "dtype": dtype, "steps_per_dispatch": k,
+           "ms_per_step": 1e3 * s, "img_per_s": batch / s, "compile_s": compile_s,
+           "gflop_per_step": step_flops / 1e9, "tflop_per_s": step_flops / s / 1e12,
+           "peak_memory_bytes": _peak_memory(), "d_loss": last["d_loss"],
+           "g_loss": last["g_loss"], "devices": engine.shards,
+           "backend": jax.default_backend()}
+    out["mfu"] = step_flops / s / peak_flops if peak_flops else None
+    return out
+
+
+def step_flops(model: str, batch: int) -> float:
+    """FLOPs of one train step of ``model`` at ``batch`` (the same for both frameworks)."""
+    config = bench_config(model, batch, "float32", 1)
+    resolution, channels, _ = MODELS[model]
+    shape = (resolution, resolution, channels)
+    G, D = models.build(config.model, shape)
+    engine = Engine(config, G=G, D=D, image_shape=shape, init_key=jax.random.PRNGKey(0),
+                    data_key=jax.random.PRNGKey(1),
+                    images=np.zeros((2 * batch, *shape), np.uint8))
+    return flops.count(engine.train_step, engine.abstract_state(),
+                       jax.ShapeDtypeStruct((batch, *shape), jnp.uint8))
+
+
+def table(rows: list[dict]) -> str:
+    """A Markdown table, with each gan_jax row's speed over the best PyTorch setting (any
+    dtype, layout or mode) of the same model and batch."""
+    best = {}
+    for r in rows:
+        if r["framework"] == "pytorch":
+            key = (r["model"], r["batch"])
+            best[key] = max(best.get(key, 0.0), r["img_per_s"])
+    lines = ["| framework | setting | model | batch | dtype | ms/step | img/s | TFLOP/s | MFU "
+             "| compile s | peak mem GiB | vs best PyTorch | d_loss | g_loss |",
+             "|" + "---|" * 14]
+    for r in rows:
+        ratio = best.get((r["model"], r["batch"]))
+        mem = r.get("peak_memory_bytes")
+        lines.append(
+            f"| {r['framework']} | {r['setting']} | {r['model']} | {r['batch']} | {r['dtype']} "
+            f"| {r['ms_per_step']:.2f} | {r['img_per_s']:,.0f} | {r['tflop_per_s']:.2f} | "
+            + (f"{r['mfu']:.1%}" if r.get("mfu") else "-")
+            + f" | {r.get('compile_s', 0):.1f} | "
+            + (f"{mem / 2 ** 30:.2f}" if mem else "-") + " | "
+            + (f"{r['img_per_s'] / ratio:.2f}x" if ratio and r["framework"] == "gan_jax"
+               else "-")
+            + f" | {r['d_loss']:.3f} | {r['g_loss']:.3f} |")
+    return "\n".join(lines)

@@ -1,0 +1,98 @@
+"""The same DCGAN and the same step in PyTorch, timed the same way, for the benchmark.
+
+Step (as the PyTorch DCGAN example): G draws one fake batch; D takes one Adam step on
+real and fake (non-saturating BCE on logits); G takes one Adam step on D's verdict on that
+same fake batch. Data are random uint8 images resident on the device. PyTorch is an
+optional extra (``pip install -e .[torch]``), imported only here.
+"""
+import statistics
+import time
+
+
+def _nets(torch, resolution: int, channels: int, width: int, z_dim: int = 100):
+    nn = torch.nn
+    base, n = {28: (7, 2), 32: (4, 3), 64: (4, 4)}[resolution]
+    g_layers, c = [], width * 2 ** (n - 1)
+    g_layers += [nn.ConvTranspose2d(z_dim, c, base, 1, 0, bias=False), nn.BatchNorm2d(c),
+                 nn.ReLU(True)]
+    for i in range(n):
+        last = i == n - 1
+        out = channels if last else c // 2 ** (i + 1)
+        g_layers.append(nn.ConvTranspose2d(c // 2 ** i, out, 4, 2, 1, bias=False))
+        g_layers += [nn.Tanh()] if last else [nn.BatchNorm2d(out), nn.ReLU(True)]
+    d_layers, cin = [], channels
+    for i in range(n):
+        d_layers.append(nn.Conv2d(cin, width * 2 ** i, 4, 2, 1, bias=False))
+        if i:
+            d_layers.append(nn.BatchNorm2d(width * 2 ** i))
+        d_layers.append(nn.LeakyReLU(0.2, inplace=True))
+        cin = width * 2 ** i
+    d_layers.append(nn.Conv2d(cin, 1, base, 1, 0, bias=False))
+    G, D = nn.Sequential(*g_layers), nn.Sequential(*d_layers)
+    for m in list(G.modules()) + list(D.modules()):
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.normal_(m.weight, 0.0, 0.02)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.normal_(m.weight, 1.0, 0.02)
+            nn.init.zeros_(m.bias)
+    return G, D
+
+
+def time_pytorch(resolution: int, channels: int, width: int, batch: int, *, dtype: str,
+                 compile: bool = False, channels_last: bool = False, windows: int = 5,
+                 window_steps: int = 20, device: str | None = None) -> dict:
+    import torch
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    torch.manual_seed(0)
+    G, D = (m.to(device) for m in _nets(torch, resolution, channels, width))
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    G, D = G.to(memory_format=fmt), D.to(memory_format=fmt)
+    opt_g = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    bce = torch.nn.BCEWithLogitsLoss()
+    data = torch.randint(0, 256, (max(4096, 2 * batch), channels, resolution, resolution),
+                         dtype=torch.uint8, device=device)
+    ones = torch.ones(batch, device=device)
+    zeros = torch.zeros(batch, device=device)
+    g_run, d_run = (torch.compile(G), torch.compile(D)) if compile else (G, D)
+    autocast = torch.autocast(device_type=device, dtype=torch.bfloat16,
+                              enabled=dtype == "bfloat16")
+
+    def step():
+        idx = torch.randint(0, data.shape[0], (batch,), device=device)
+        real = (data[idx].float() / 127.5 - 1.0).contiguous(memory_format=fmt)
+        z = torch.randn(batch, 100, 1, 1, device=device)
+        with autocast:
+            fake = g_run(z)
+            d_loss = (bce(d_run(real).view(-1).float(), ones)
+                      + bce(d_run(fake.detach()).view(-1).float(), zeros))
+        opt_d.zero_grad(set_to_none=True)
+        d_loss.backward()
+        opt_d.step()
+        with autocast:
+            g_loss = bce(d_run(fake).view(-1).float(), ones)
+        opt_g.zero_grad(set_to_none=True)
+        g_loss.backward()
+        opt_g.step()
+        return d_loss, g_loss
+
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    t = time.perf_counter()
+    for _ in range(3):
+        step()
+    sync()
+    warmup_s = time.perf_counter() - t
+    per_step = []
+    for _ in range(windows):
+        t = time.perf_counter()
+        for _ in range(window_steps):
+            d_loss, g_loss = step()
+        sync()
+        per_step.append((time.perf_counter() - t) / window_steps)
+    s = statistics.median(per_step)
+    peak = torch.cuda.max_memory_allocated() if device == "cuda" else None
+    return {"framework": "pytorch",
+            "setting": ("compile" if compile else "eager") + (" CL" if channels_last else ""),
+            "batch": batch, "dtype": dtype, "ms_per_step": 1e3 * s, "img_per_s": batch / s,
+            "compile_s": warmup_s, "peak_memory_bytes": peak, "d_loss": float(d_loss),
+            "g_loss": float(g_loss), "backend": device, "torch_version": torch.__version__}
