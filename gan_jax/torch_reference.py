@@ -74,7 +74,7 @@ def time_pytorch(resolution: int, channels: int, width: int, batch: int, *, dtyp
         opt_g.zero_grad(set_to_none=True)
         g_loss.backward()
         opt_g.step()
-        return d_loss, g_loss
+        return d_loss.detach(), g_loss.detach()
 
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     t = time.perf_counter()
@@ -94,5 +94,5 @@ def time_pytorch(resolution: int, channels: int, width: int, batch: int, *, dtyp
     return {"framework": "pytorch",
             "setting": ("compile" if compile else "eager") + (" CL" if channels_last else ""),
             "batch": batch, "dtype": dtype, "ms_per_step": 1e3 * s, "img_per_s": batch / s,
-            "compile_s": warmup_s, "peak_memory_bytes": peak, "d_loss": float(d_loss),
-            "g_loss": float(g_loss), "backend": device, "torch_version": torch.__version__}
+            "compile_s": warmup_s, "peak_memory_bytes": peak, "d_loss": d_loss.item(),
+            "g_loss": g_loss.item(), "backend": device, "torch_version": torch.__version__}

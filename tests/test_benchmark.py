@@ -40,3 +40,16 @@ def test_benchmark_times_the_trainer_step_and_reports():
     torch_row = dict(row, framework="pytorch", setting="eager", img_per_s=row["img_per_s"] / 2)
     text = benchmark.table([row, torch_row])
     assert "| gan_jax | jit K=2 | dcgan28 | 8 | float32 |" in text and "| 2.00x |" in text
+
+
+def test_pytorch_reference_runs_the_same_model():
+    torch = __import__("pytest").importorskip("torch", reason="PyTorch is an optional extra")
+    from gan_jax import torch_reference
+    G, D = torch_reference._nets(torch, 64, 3, 64)
+    # The PyTorch DCGAN example's netG / netD sizes, as gan_jax's DCGAN-64 has.
+    assert sum(p.numel() for p in G.parameters()) == 3_576_704
+    assert sum(p.numel() for p in D.parameters()) == 2_765_568
+    row = torch_reference.time_pytorch(28, 1, 8, 4, dtype="float32", windows=1,
+                                       window_steps=1, device="cpu")
+    assert row["framework"] == "pytorch" and row["ms_per_step"] > 0
+    assert np.isfinite(row["d_loss"]) and np.isfinite(row["g_loss"])
