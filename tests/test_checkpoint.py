@@ -73,7 +73,7 @@ def _snapshot(root):
 
 
 @pytest.mark.parametrize("name,steps,layout", [
-    ("mnist_mlp", 200, {}), ("mnist_dcgan", 100, {}),
+    ("mnist_mlp", 200, {}), ("mnist_dcgan", 60, {}),
     ("mnist_mlp", 200, {"dataset.pipeline": "streaming", "dataset.augment": "color,cutout"}),
     ("mnist_mlp", 200, {"parallel.mode": "pmap"})])
 def test_sigterm_then_resume_is_bit_identical(name, steps, layout, mnist_dir, tmp_path):
