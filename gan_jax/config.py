@@ -45,6 +45,11 @@ def defaults() -> ml_collections.ConfigDict:
     c.nan_rollbacks = 0  # On NaN/Inf: roll back to the last checkpoint this many times.
     # jit: one program over a ("data",) mesh (several hosts too); pmap: one per device.
     c.parallel = dict(mode="jit", num_devices=0)  # 0: all devices.
+    # The EMA generator evaluated every `every` steps and at the end (0: never), as
+    # experiments.evaluate would: `num` samples, metrics from fid,kid,is,pr,dc, extractor
+    # "" (by dataset: mnist for MNIST, else inception), reference = the training split.
+    c.eval = dict(every=0, num=10_000, metrics="fid", extractor="", inception_weights="",
+                  seed=0, reference_num=0, kid_subset_size=1000, knn_num=10_000)
     return c
 
 
@@ -92,10 +97,30 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
                                 ("parallel.mode", full.parallel.mode, ("jit", "pmap"))):
         if value not in allowed:
             raise ConfigError(f"Config key {key!r} must be one of {allowed}, got {value!r}.")
+    _check_eval(full)
     if full.checkpoint.best_mode not in ("min", "max"):
         raise ConfigError(f"Config key 'checkpoint.best_mode' must be 'min' or 'max', got "
                           f"{full.checkpoint.best_mode!r}.")
     return full
+
+
+def _check_eval(full) -> None:
+    e = full.eval
+    if e.every < 0 or e.every % full.steps_per_dispatch:
+        raise ConfigError(f"Config key 'eval.every' ({e.every}) must be 0 (off) or a positive "
+                          f"multiple of steps_per_dispatch ({full.steps_per_dispatch}).")
+    if e.extractor not in ("", "mnist", "inception"):
+        raise ConfigError(f"Config key 'eval.extractor' must be '', 'mnist' or 'inception', "
+                          f"got {e.extractor!r}.")
+    # Imported here: the metric names and sample needs live with the evaluation.
+    from gan_jax.eval.evaluate import check_counts, parse_metrics
+    from gan_jax.eval.metrics import MetricError
+    try:
+        metrics = parse_metrics(e.metrics)
+        check_counts(metrics, e.num, None, kid_subset_size=e.kid_subset_size, is_splits=10,
+                     knn_num=e.knn_num)
+    except MetricError as err:
+        raise ConfigError(f"Config group 'eval' ({e.metrics!r}, num={e.num}): {err}") from None
 
 
 def flatten(d, prefix="") -> dict:

@@ -20,6 +20,35 @@ def atomic_write_bytes(path: pathlib.Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+def append_jsonl(path, rows: list[dict]) -> None:
+    """Appends one JSON line per row, all or none: the lines are built first and written with
+    one ``os.write`` to a file opened with O_APPEND; a short or failed write is cut back off,
+    and a torn last line left by an earlier crash is closed first, so every line parses."""
+    data = "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows).encode()
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        size = os.fstat(fd).st_size
+        if size:
+            with open(path, "rb") as f:
+                f.seek(size - 1)
+                if f.read(1) != b"\n":
+                    data = b"\n" + data
+        try:
+            written = os.write(fd, data)
+        except BaseException:
+            os.ftruncate(fd, size)
+            raise
+        if written != len(data):
+            os.ftruncate(fd, size)
+            raise OSError(f"Short write to {path} ({written} of {len(data)} bytes); nothing "
+                          "was appended.")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def save_png(path, image_HWC: np.ndarray) -> None:
     buf = io.BytesIO()
     Image.fromarray(image_HWC.squeeze(-1) if image_HWC.shape[-1] == 1 else image_HWC).save(
@@ -27,15 +56,17 @@ def save_png(path, image_HWC: np.ndarray) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def drop_lines_after(path: pathlib.Path, step: int) -> int:
+def drop_lines_after(path: pathlib.Path, step: int, only=None) -> int:
     """Atomically removes JSONL lines whose "step" is past ``step`` (steps a resumed run
-    replays); returns how many were removed. A torn last line is removed too."""
+    replays) and, if given, for which ``only(row)`` holds; returns how many were removed.
+    A torn last line is removed too."""
     if not path.exists():
         return 0
     keep, dropped = [], 0
     for line in path.read_text(encoding="utf-8").splitlines():
         try:
-            ok = json.loads(line).get("step", 0) <= step
+            row = json.loads(line)
+            ok = row.get("step", 0) <= step or (only is not None and not only(row))
         except json.JSONDecodeError:
             ok = False
         if ok:

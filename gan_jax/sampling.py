@@ -34,11 +34,10 @@ def grid(images_BHWC: np.ndarray, cols: int | None = None, pad: int = 2) -> np.n
     return out
 
 
-def from_checkpoint(workdir, num: int = 64, *, step: int | None = None, ema: bool = True,
-                    seed: int = 0, chunk: int = 1000):
-    """Draws ``num`` images (uint8 NHWC) from a run's checkpoint, reading only G's part and
-    the run info; D and the optimizer states are never built. ``z`` comes from ``seed``
-    alone, so the same call draws the same images. Returns (images, step)."""
+def load_generator(workdir, *, step: int | None = None, ema: bool = True):
+    """Reads G's part of a run's checkpoint (D and the optimizer states are never built).
+    Returns (draw, z_dim, step, run_info): ``draw(z_BZ)`` is a jitted function giving float32
+    images in [-1, 1], NHWC."""
     import pathlib
 
     import ml_collections
@@ -64,7 +63,21 @@ def from_checkpoint(workdir, num: int = 64, *, step: int | None = None, ema: boo
                               + "\n  ".join(problems[:20]))
     params = g["ema_params"] if ema else g["params"]
     g_vars = g.get("vars") or {}
-    z = jax.random.normal(jax.random.PRNGKey(seed), (num, G.z_dim), jnp.float32)
-    fn = jax.jit(lambda z: generate(G, params, g_vars, z, batch_stats=ema))
-    out = [to_uint8(fn(z[i:i + chunk])) for i in range(0, num, chunk)]
+    draw = jax.jit(lambda z: generate(G, params, g_vars, z, batch_stats=ema))
+    return draw, G.z_dim, step, info
+
+
+def latents(seed: int, num: int, z_dim: int):
+    """The latent batch of ``seed``: the same seed draws the same images, in any chunking."""
+    return jax.random.normal(jax.random.PRNGKey(seed), (num, z_dim), jnp.float32)
+
+
+def from_checkpoint(workdir, num: int = 64, *, step: int | None = None, ema: bool = True,
+                    seed: int = 0, chunk: int = 1000):
+    """Draws ``num`` images (uint8 NHWC) from a run's checkpoint, reading only G's part and
+    the run info; D and the optimizer states are never built. ``z`` comes from ``seed``
+    alone, so the same call draws the same images. Returns (images, step)."""
+    draw, z_dim, step, _ = load_generator(workdir, step=step, ema=ema)
+    z = latents(seed, num, z_dim)
+    out = [to_uint8(draw(z[i:i + chunk])) for i in range(0, num, chunk)]
     return np.concatenate(out), step

@@ -176,8 +176,14 @@ def train_and_evaluate(config, workdir) -> dict:
     ck = config.checkpoint
     ckpt = Checkpointer(workdir / "checkpoints", keep=ck.keep, best_metric=ck.best_metric,
                         best_mode=ck.best_mode, async_save=ck.async_save)
+    # Sampling and evaluation run outside pmap, so their G must not name the pmap axis.
+    G_sample = G.clone(axis_name=None) if hasattr(G, "axis_name") else G
+    evaluator = None
     try:
         state, resumed_from, resumed_info = _resume(ckpt, engine)
+        if config.eval.every:
+            from gan_jax.eval.scheduled import ScheduledEval
+            evaluator = ScheduledEval(config, G_sample, workdir, log=_say)
         t = time.time()
         engine.compile(state)
         compile_s = time.time() - t
@@ -193,14 +199,14 @@ def train_and_evaluate(config, workdir) -> dict:
                 config_lib.to_dict(config), indent=2, sort_keys=True).encode())
         if resumed_from is not None:
             logs.drop_lines_after(workdir / "metrics.jsonl", resumed_from)
+            from gan_jax.eval.scheduled import drop_after
+            drop_after(workdir, resumed_from)
         writer = logs.Writer(workdir, purge_step=None if resumed_from is None
                              else resumed_from + 1)
     if resumed_from is not None:
         _say(f"gan_jax: resuming from the checkpoint at step {resumed_from}")
 
     z_fixed = jax.random.normal(sample_key, (config.num_samples, G.z_dim), jnp.float32)
-    # Sampling runs outside pmap, so its G must not name the pmap axis.
-    G_sample = G.clone(axis_name=None) if hasattr(G, "axis_name") else G
     draw = jax.jit(functools.partial(sampling.generate, G_sample),
                    static_argnames="batch_stats")
     run_info = {"config": config_lib.to_dict(config), "image_shape": list(image_shape),
@@ -248,8 +254,8 @@ def train_and_evaluate(config, workdir) -> dict:
             while True:
                 try:
                     state, step = _loop(config, engine, state, step, writer, save_grids,
-                                        save_checkpoint, signals, save_block_s, loop_start,
-                                        meter)
+                                        evaluator, save_checkpoint, signals, save_block_s,
+                                        loop_start, meter)
                     break
                 except DivergenceError as e:
                     if rollbacks >= config.nan_rollbacks:
@@ -297,8 +303,17 @@ def train_and_evaluate(config, workdir) -> dict:
     return summary
 
 
-def _loop(config, engine, state, step, writer, save_grids, save_checkpoint, signals,
-          save_block_s, loop_start, meter):
+def _evaluate(evaluator, engine, state, step, writer) -> dict:
+    _, g_vars, ema_params = engine.generator_view(state)
+    t = time.time()
+    values = evaluator(ema_params, g_vars, step, writer)
+    _say(f"gan_jax: eval at step {step}: " + ", ".join(
+        f"{k} {v:.4g}" for k, v in values.items()) + f" ({time.time() - t:.1f}s)")
+    return values
+
+
+def _loop(config, engine, state, step, writer, save_grids, evaluator, save_checkpoint,
+          signals, save_block_s, loop_start, meter):
     """Runs dispatches until num_steps or a stop signal. Metrics are read one dispatch late
     except where a log line or checkpoint needs them, so the host rarely waits."""
     pending, last_logged = None, {}
@@ -329,6 +344,10 @@ def _loop(config, engine, state, step, writer, save_grids, save_checkpoint, sign
         t = time.time()
         if step % config.sample_every == 0 and step < config.num_steps:
             save_grids(state, step)
+        if evaluator is not None and evaluator.due(step, config.num_steps):
+            settle()  # A state whose losses went NaN stops here, before it is evaluated.
+            # Also the checkpoint's metrics, so checkpoint.best_metric can be "fid".
+            last_logged = {**last_logged, **_evaluate(evaluator, engine, state, step, writer)}
         stop = signals.stop_requested()
         if step % config.checkpoint.every == 0 or step == config.num_steps or stop:
             settle()  # Only a state whose metrics were all finite is saved.

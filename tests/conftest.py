@@ -33,3 +33,22 @@ def mnist_dir(data_dir) -> str:
 @pytest.fixture
 def repo_root() -> pathlib.Path:
     return pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def mnist_classifier(mnist_dir) -> dict:
+    """The cached MNIST classifier's metadata, trained first if this machine has none (about
+    a minute). Trained in a subprocess without the tests' low LLVM optimisation level, which
+    makes the training itself half again as slow."""
+    import json
+    import subprocess
+    import sys
+
+    flags = os.environ["XLA_FLAGS"].replace("--xla_backend_optimization_level=0", "").strip()
+    env = {**os.environ, "TFDS_DATA_DIR": mnist_dir, "XLA_FLAGS": flags}
+    env.pop("JAX_NUM_CPU_DEVICES", None)  # One device, as in a normal run.
+    proc = subprocess.run([sys.executable, "-m", "gan_jax.eval.mnist_classifier"], env=env,
+                          capture_output=True, text=True, timeout=900,
+                          cwd=pathlib.Path(__file__).resolve().parents[1])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])

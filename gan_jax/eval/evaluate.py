@@ -1,0 +1,170 @@
+"""Evaluating a generator: one pass over its samples computes the features every requested
+metric needs; the results come with the provenance that makes them comparable.
+
+``evaluate_generator`` is what a training loop calls (any ``draw(z) -> images``);
+``evaluate_checkpoint`` loads a run's checkpoint and appends one JSON line per metric to
+``workdir/eval.jsonl``, all of them or none.
+"""
+import pathlib
+import time
+
+import jax
+import jax.numpy as jnp
+
+import gan_jax
+from gan_jax import logs, sampling
+from gan_jax.eval import features as features_lib
+from gan_jax.eval import metrics as M
+from gan_jax.eval import reference as reference_lib
+
+METRICS = ("fid", "kid", "is", "pr", "dc")
+DRAW_CHUNK = 1000  # Latents per generator call, as sampling.from_checkpoint draws them.
+
+
+def parse_metrics(metrics) -> tuple[str, ...]:
+    names = tuple(m.strip().lower() for m in (metrics.split(",") if isinstance(metrics, str)
+                                               else metrics) if m.strip())
+    unknown = [m for m in names if m not in METRICS]
+    if unknown or not names:
+        raise M.MetricError(f"Unknown metrics {unknown or names!r}; choose from "
+                            f"{', '.join(METRICS)} (comma-separated).")
+    return names
+
+
+def check_counts(metrics, num: int, ref_n: int | None, *, kid_subset_size: int,
+                 is_splits: int, knn_num: int) -> None:
+    """Fails before any image is drawn when a metric cannot be computed from these counts
+    (``ref_n`` None: the reference is not known yet)."""
+    need = {"fid": 2, "kid": kid_subset_size, "is": is_splits, "pr": 4, "dc": 6}
+    for m in metrics:
+        if ref_n is not None and m in ("pr", "dc", "kid", "fid") and ref_n < need[m]:
+            raise M.MetricError(f"{m} needs at least {need[m]} reference images; the reference "
+                                f"holds {ref_n}.")
+        if num < need[m]:
+            hint = {"kid": " or a smaller kid_subset_size", "is": " or fewer IS splits"}.get(m, "")
+            raise M.MetricError(f"{m} needs at least {need[m]} generated samples, got num={num}"
+                                f"; evaluate more samples{hint}.")
+    if knn_num < 6 and {"pr", "dc"} & set(metrics):
+        raise M.MetricError(f"knn_num={knn_num} is too small for precision/recall and "
+                            "density/coverage (k = 3 and 5); use at least 6.")
+
+
+def _batches(draw, z, batch_size: int):
+    """Extractor-sized batches of generated images, drawn DRAW_CHUNK latents at a time."""
+    for i in range(0, len(z), DRAW_CHUNK):
+        images = draw(z[i:i + DRAW_CHUNK])
+        yield from features_lib.padded_batches(images, batch_size, xp=jnp)
+
+
+def compute(fake: features_lib.Features, ref: reference_lib.Reference, metrics, *,
+            kid_subsets=100, kid_subset_size=1000, is_splits=10, knn_num=10_000, seed=0) -> dict:
+    """Metric values from extracted features; keys as in the JSON lines."""
+    out = {}
+    for m in metrics:
+        if m == "fid":
+            out["fid"] = M.frechet_distance(ref.moments, fake.moments)
+        elif m == "kid":
+            out["kid"], out["kid_std"] = M.kid(ref.features, fake.features,
+                                               num_subsets=kid_subsets,
+                                               subset_size=kid_subset_size, seed=seed)
+        elif m == "is":
+            out["is"], out["is_std"] = M.inception_score(fake.logits, splits=is_splits)
+        elif m == "pr":
+            out["precision"], out["recall"] = M.precision_recall(
+                ref.features[:knn_num], fake.features[:knn_num], k=3)
+        elif m == "dc":
+            out["density"], out["coverage"] = M.density_coverage(
+                ref.features[:knn_num], fake.features[:knn_num], k=5)
+    return out
+
+
+def evaluate_generator(draw, num: int, *, z_dim: int, extractor, reference, metrics=("fid",),
+                       seed: int = 0, kid_subsets: int = 100, kid_subset_size: int = 1000,
+                       is_splits: int = 10, knn_num: int = 10_000, quantize: bool = True) -> dict:
+    """Draws ``num`` samples with ``draw(z) -> images in [-1, 1], float NHWC`` from latents
+    ``sampling.latents(seed, num, z_dim)``, extracts their features once and returns
+    {metric values..., "provenance": {...}}. ``extractor`` is a ``features.Extractor`` and
+    ``reference`` a ``reference.Reference`` computed with it; build both once and reuse them
+    across calls (the extractor compiles once)."""
+    metrics = parse_metrics(metrics)
+    check_counts(metrics, num, reference.n, kid_subset_size=kid_subset_size,
+                 is_splits=is_splits, knn_num=knn_num)
+    ref_ex = reference.provenance["identity"]
+    if ref_ex.get("weights_sha256") != extractor.info["weights_sha256"]:
+        raise M.MetricError("The reference statistics were computed with another extractor ("
+                            f"{ref_ex.get('extractor')} {ref_ex.get('weights_sha256')}) than "
+                            f"{extractor.name} {extractor.info['weights_sha256']}.")
+    t = time.time()
+    fake = features_lib.extract(extractor, _batches(draw, sampling.latents(seed, num, z_dim),
+                                                    extractor.batch_size),
+                                keep_features=bool({"kid", "pr", "dc"} & set(metrics)),
+                                keep_logits="is" in metrics, quantize=quantize)
+    extract_s = time.time() - t
+    values = compute(fake, reference, metrics, kid_subsets=kid_subsets,
+                     kid_subset_size=kid_subset_size, is_splits=is_splits, knn_num=knn_num,
+                     seed=seed)
+    ident = reference.provenance["identity"]
+    provenance = {
+        **extractor.describe(), "num_samples": num, "seed": seed, "quantize_8bit": quantize,
+        "reference": {k: ident.get(k) for k in ("dataset", "split", "num", "resolution",
+                                                "tfds_name", "tfds_version")},
+        "reference_sha256": reference.provenance.get("sha256"),
+        "kid": {"subsets": kid_subsets, "subset_size": kid_subset_size, "kernel": "cubic"},
+        "is_splits": is_splits, "knn_num": min(knn_num, num, reference.n),
+        "pr_k": 3, "dc_k": 5, "gan_jax_version": gan_jax.__version__,
+        "jax_version": jax.__version__, "backend": jax.default_backend(),
+        "extract_seconds": round(extract_s, 2), "seconds": round(time.time() - t, 2)}
+    return {**values, "provenance": provenance}
+
+
+_FIELDS = {"fid": ("fid",), "kid": ("kid", "kid_std"), "is": ("is", "is_std"),
+           "pr": ("precision", "recall"), "dc": ("density", "coverage")}
+
+
+def records(result: dict, metrics, **context) -> list[dict]:
+    """One JSON-ready record per metric: context (step, ...), the metric's values and the
+    provenance."""
+    return [{**context, "metric": m, **{k: result[k] for k in _FIELDS[m]},
+             "provenance": result["provenance"]} for m in parse_metrics(metrics)]
+
+
+def prepare(dataset: dict, *, extractor: str | None = None, inception_weights=None,
+            reference_split: str | None = None, reference_num: int | None = None,
+            data_dir: str | None = None, reference_cache=None, log=print):
+    """(extractor, reference) for a run whose ``config.dataset`` is ``dataset`` (a dict):
+    the MNIST classifier for MNIST, else the FID Inception; the reference is the run's
+    training split. Build them once; ``evaluate_generator`` reuses them."""
+    data_dir = data_dir or dataset.get("data_dir") or None
+    name = extractor or features_lib.default_for(dataset["name"])
+    ex = features_lib.get(name, inception_weights=inception_weights, data_dir=data_dir, log=log)
+    ref = reference_lib.get(ex, dataset["name"], reference_split or dataset["split"],
+                            data_dir=data_dir, num=reference_num,
+                            image_key=dataset.get("image_key", "image"),
+                            resolution=dataset.get("resolution") or None,
+                            cache_dir=reference_cache, log=log)
+    return ex, ref
+
+
+def evaluate_checkpoint(workdir, metrics="fid", num: int = 10_000, *, step: int | None = None,
+                        extractor: str | None = None, ema: bool = True, seed: int = 0,
+                        inception_weights: str | None = None, reference_split: str | None = None,
+                        reference_num: int | None = None, data_dir: str | None = None,
+                        reference_cache=None, log=print, **kwargs) -> list[dict]:
+    """Evaluates a run's checkpoint (the latest unless ``step``; the EMA generator unless
+    ``ema=False``) against its training data and appends one line per metric to
+    ``workdir/eval.jsonl``. Returns those lines."""
+    metrics = parse_metrics(metrics)
+    workdir = pathlib.Path(workdir)
+    draw, z_dim, step, info = sampling.load_generator(workdir, step=step, ema=ema)
+    config = info["config"]
+    weights = inception_weights or config.get("eval", {}).get("inception_weights") or None
+    ex, ref = prepare(config["dataset"], extractor=extractor, inception_weights=weights,
+                      reference_split=reference_split, reference_num=reference_num,
+                      data_dir=data_dir, reference_cache=reference_cache, log=log)
+    result = evaluate_generator(draw, num, z_dim=z_dim, extractor=ex, reference=ref,
+                                metrics=metrics, seed=seed, **kwargs)
+    result["provenance"].update({"checkpoint_step": step, "ema": ema,
+                                 "workdir": str(workdir.absolute())})
+    rows = records(result, metrics, step=step, time=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    logs.append_jsonl(workdir / "eval.jsonl", rows)
+    return rows

@@ -1,0 +1,169 @@
+"""A small LeNet-style MNIST classifier that gan_jax trains itself, deterministically, and
+caches on disk. Its penultimate features (256-d) and logits give FID, KID and IS on MNIST, as
+TF-GAN's mnist_frechet_distance and mnist_score do with their classifier.
+
+The cache key hashes this file's source and the identity of the data (the checksums the
+offline MNIST is verified against and its tfds version), so editing the model or its
+training, or changing the data, trains a new classifier; the weights' own sha256 goes into
+every evaluation's provenance.
+"""
+import hashlib
+import io
+import json
+import pathlib
+import time
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import traverse_util
+
+from gan_jax.errors import GanJaxError
+
+FEATURE_DIM, NUM_CLASSES, WIDTHS = 256, 10, (32, 64)
+EPOCHS, BATCH, LEARNING_RATE, SEED = 3, 128, 3e-3, 0
+MIN_ACCURACY = 0.99
+
+
+class ClassifierError(GanJaxError):
+    pass
+
+
+def _max_pool_2x2(x_NHWC):
+    # By reshape: XLA:CPU's max-pool gradient (select-and-scatter) is several times slower.
+    n, h, w, c = x_NHWC.shape
+    if h % 2 or w % 2:  # Zero padding is exact here: the inputs are ReLU outputs.
+        x_NHWC = jnp.pad(x_NHWC, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)))
+        n, h, w, c = x_NHWC.shape
+    return x_NHWC.reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+
+
+class LeNet(nn.Module):
+    """(features [N, 256], logits [N, 10]) of 28x28x1 images in [-1, 1]: conv 32, pool,
+    conv 64, pool, dense 256, dense 10."""
+
+    @nn.compact
+    def __call__(self, x_NHWC):
+        n = len(x_NHWC)
+        # Space-to-depth first (28x28x1 -> 14x14x4, so the first conv sees 6x6 pixels): a
+        # conv with one input channel at 28x28 costs XLA:CPU as much as this whole network.
+        x = x_NHWC.astype(jnp.float32).reshape(n, 14, 2, 14, 2, 1)
+        x = x.transpose(0, 1, 3, 2, 4, 5).reshape(n, 14, 14, 4)
+        x = _max_pool_2x2(nn.relu(nn.Conv(WIDTHS[0], (3, 3))(x)))  # 7x7
+        x = _max_pool_2x2(nn.relu(nn.Conv(WIDTHS[1], (3, 3))(x)))  # 4x4
+        features = nn.relu(nn.Dense(FEATURE_DIM)(x.reshape(n, -1)))
+        return features, nn.Dense(NUM_CLASSES)(features)
+
+
+def cache_key(source: bytes | None = None) -> str:
+    """A hash of ``source`` (this file's) and of the data's identity."""
+    from gan_jax.data import mnist_offline
+    source = pathlib.Path(__file__).read_bytes() if source is None else source
+    parts = [source, mnist_offline.WHEEL_SHA256.encode(),
+             mnist_offline.PICKLE_SHA256.encode(), str(mnist_offline.MnistOffline.VERSION).encode()]
+    return hashlib.sha256(b"\0".join(parts)).hexdigest()[:16]
+
+
+def cache_path() -> pathlib.Path:
+    from gan_jax.data.mnist_offline import cache_dir
+    return cache_dir() / "mnist_classifier" / f"lenet-{cache_key()}.npz"
+
+
+def _to_float(images_uint8):
+    return images_uint8.astype(np.float32) / 127.5 - 1.0
+
+
+def accuracy(params, images_uint8, labels, batch: int = 1000) -> float:
+    fn = jax.jit(lambda p, x: LeNet().apply({"params": p}, x)[1].argmax(-1))
+    pred = np.concatenate([np.asarray(fn(params, _to_float(images_uint8[i:i + batch])))
+                           for i in range(0, len(images_uint8), batch)])
+    return float((pred == np.asarray(labels)).mean())
+
+
+def train(train_x, train_y, *, epochs: int = EPOCHS, seed: int = SEED, log=print):
+    """Adam on a one-cycle schedule, batch 128, a fixed shuffle per epoch: the same arrays
+    give the same params on the same machine. Returns params."""
+    model = LeNet()
+    params = model.init(jax.random.PRNGKey(seed), jnp.zeros((1, 28, 28, 1)))["params"]
+    steps_per_epoch = len(train_x) // BATCH
+    tx = optax.adam(optax.cosine_onecycle_schedule(epochs * steps_per_epoch, LEARNING_RATE,
+                                                   pct_start=0.2))
+    opt_state = tx.init(params)
+    x_all, y_all = jax.device_put(train_x), jax.device_put(np.asarray(train_y, np.int32))
+
+    @jax.jit
+    def step(params, opt_state, idx):
+        x, y = x_all[idx].astype(jnp.float32) / 127.5 - 1.0, y_all[idx]
+
+        def loss_fn(p):
+            logits = model.apply({"params": p}, x)[1]
+            return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+        loss, grads = jax.value_and_grad(loss_fn)(params)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    rng = np.random.RandomState(seed)
+    for epoch in range(epochs):
+        order = rng.permutation(len(train_x))[:steps_per_epoch * BATCH]
+        order = jnp.asarray(order.reshape(steps_per_epoch, BATCH))
+        for i in range(steps_per_epoch):
+            params, opt_state, loss = step(params, opt_state, order[i])
+        log(f"gan_jax: MNIST classifier epoch {epoch + 1}/{epochs}, loss {float(loss):.4f}")
+    return params
+
+
+def _save(path: pathlib.Path, params, meta: dict) -> None:
+    from gan_jax.logs import atomic_write_bytes
+    flat = traverse_util.flatten_dict(jax.device_get(params), sep="/")
+    buf = io.BytesIO()
+    np.savez(buf, __meta__=np.array(json.dumps(meta, sort_keys=True)), **flat)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _read(path: pathlib.Path):
+    with np.load(path, allow_pickle=False) as npz:
+        meta = json.loads(str(npz["__meta__"]))
+        flat = {k: npz[k] for k in npz.files if k != "__meta__"}
+    params = traverse_util.unflatten_dict({tuple(k.split("/")): v for k, v in flat.items()})
+    return params, meta
+
+
+def load_or_train(data_dir: str | None = None, log=print):
+    """(params, meta) of the cached classifier, training and caching it first if needed
+    (about half a minute on two CPU cores). ``meta`` holds the test accuracy, the training
+    time, the cache key, the data checksum and the sha256 of the weights file."""
+    path = cache_path()
+    if path.is_file():
+        try:
+            params, meta = _read(path)
+            meta["weights_sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+            return params, meta
+        except (OSError, ValueError, KeyError) as e:  # A damaged cache: train again.
+            log(f"gan_jax: ignoring unreadable classifier cache {path} ({e})")
+    from gan_jax.data import sources
+    log(f"gan_jax: training the MNIST classifier (cached at {path})")
+    tr, te = sources.load("mnist", "train", data_dir), sources.load("mnist", "test", data_dir)
+    digest = hashlib.sha256()
+    for a in (tr.images, tr.labels, te.images, te.labels):
+        digest.update(np.ascontiguousarray(a).tobytes())
+    t = time.time()
+    params = train(tr.images, tr.labels, log=log)
+    train_s = time.time() - t
+    acc = accuracy(params, te.images, te.labels)
+    if acc < MIN_ACCURACY:
+        raise ClassifierError(f"The MNIST classifier reached only {acc:.4f} test accuracy "
+                              f"(needs {MIN_ACCURACY}); its training recipe is broken.")
+    meta = {"test_accuracy": acc, "train_seconds": round(train_s, 1), "key": cache_key(),
+            "data_sha256": digest.hexdigest(), "epochs": EPOCHS, "backend": jax.default_backend()}
+    _save(path, params, meta)
+    log(f"gan_jax: MNIST classifier test accuracy {acc:.4f}, trained in {train_s:.0f}s")
+    meta["weights_sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return jax.tree.map(np.asarray, params), meta
+
+
+if __name__ == "__main__":
+    # python -m gan_jax.eval.mnist_classifier: train (or find) the cached classifier and
+    # print its metadata as JSON.
+    print(json.dumps(load_or_train()[1], sort_keys=True))

@@ -1,0 +1,121 @@
+"""Reference statistics of a real dataset: computed once per (dataset, split, extractor and
+its weights, image count) and cached as an .npz (float64 mean and covariance, the float32
+features that KID and the k-NN metrics compare against) next to a JSON file holding the
+.npz's sha256 and the provenance that produced it.
+"""
+import dataclasses
+import hashlib
+import io
+import json
+import pathlib
+import time
+
+import numpy as np
+
+import gan_jax
+from gan_jax.eval import features as features_lib
+from gan_jax.eval.metrics import Moments
+from gan_jax.logs import atomic_write_bytes
+
+
+@dataclasses.dataclass(frozen=True)
+class Reference:
+    moments: Moments
+    features: np.ndarray  # float32 [N, D]
+    provenance: dict
+
+    @property
+    def n(self) -> int:
+        return self.moments.n
+
+
+def cache_root() -> pathlib.Path:
+    from gan_jax.data.mnist_offline import cache_dir
+    return cache_dir() / "reference_stats"
+
+
+def _dataset_identity(name: str, split: str, data_dir: str) -> dict:
+    """What identifies the stored data without reading it: tfds name, version, split size."""
+    import tensorflow_datasets as tfds
+
+    from gan_jax.data import mnist_offline, sources
+    tfds_name = sources.ALIASES.get(name, name)
+    if tfds_name == "mnist_offline":
+        mnist_offline.prepare(data_dir)
+    try:
+        info = tfds.builder(tfds_name, data_dir=data_dir).info
+        return {"tfds_name": tfds_name, "tfds_version": str(info.version),
+                "split_size": int(info.splits[split].num_examples)}
+    except Exception:  # Not prepared / unknown: sources.load raises the helpful error.
+        sources.load(name, split, data_dir, max_examples=1)
+        raise
+
+
+def _key(identity: dict) -> str:
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _read(npz_path: pathlib.Path, json_path: pathlib.Path, identity: dict, log):
+    if not (npz_path.is_file() and json_path.is_file()):
+        return None
+    try:
+        meta = json.loads(json_path.read_text())
+        blob = npz_path.read_bytes()
+        if hashlib.sha256(blob).hexdigest() != meta["sha256"]:
+            log(f"gan_jax: {npz_path} fails its checksum; recomputing it")
+            return None
+        if meta["identity"] != identity:
+            return None
+        with np.load(io.BytesIO(blob), allow_pickle=False) as z:
+            moments = Moments(int(z["n"]), z["mean"], z["cov"])
+            return Reference(moments, z["features"], meta)
+    except (OSError, ValueError, KeyError) as e:
+        log(f"gan_jax: ignoring unreadable reference statistics {npz_path} ({e})")
+        return None
+
+
+def get(extractor: features_lib.Extractor, dataset: str, split: str = "train", *,
+        data_dir: str | None = None, num: int | None = None, image_key: str = "image",
+        resolution: int | None = None, cache_dir=None, log=print) -> Reference:
+    """The reference statistics of the first ``num`` images (all when None) of ``split``,
+    from the cache when a file with the same identity and a good checksum is there."""
+    from gan_jax.data import sources
+    data_dir = sources.resolve_data_dir(data_dir)
+    ds = _dataset_identity(dataset, split, data_dir)
+    count = ds["split_size"] if num is None else min(num, ds["split_size"])
+    identity = {"dataset": dataset, "split": split, "num": count, "image_key": image_key,
+                "resolution": resolution, **ds, **extractor.describe()}
+    root = pathlib.Path(cache_dir) if cache_dir else cache_root()
+    stem = f"{dataset}-{split}-{extractor.name}-{count}-{_key(identity)}"
+    npz_path, json_path = root / f"{stem}.npz", root / f"{stem}.json"
+    cached = _read(npz_path, json_path, identity, log)
+    if cached is not None:
+        return cached
+
+    t = time.time()
+    data = sources.load(dataset, split, data_dir, image_key=image_key, label_key=None,
+                        resolution=resolution, max_examples=count)
+    log(f"gan_jax: computing reference statistics of {len(data.images)} {dataset}/{split} "
+        f"images with the {extractor.name} extractor (cached in {root})")
+    feats = features_lib.extract(extractor, features_lib.padded_batches(
+        data.images, extractor.batch_size), keep_logits=False)
+    buf = io.BytesIO()
+    np.savez(buf, n=feats.n, mean=feats.moments.mean, cov=feats.moments.cov,
+             features=feats.features)
+    blob = buf.getvalue()
+    meta = {"identity": identity, "sha256": hashlib.sha256(blob).hexdigest(),
+            "images_sha256": hashlib.sha256(np.ascontiguousarray(data.images)).hexdigest(),
+            "data_dir": data_dir, "seconds": round(time.time() - t, 1),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "gan_jax_version": gan_jax.__version__}
+    atomic_write_bytes(npz_path, blob)  # The .npz first: a JSON always names a whole file.
+    atomic_write_bytes(json_path, json.dumps(meta, indent=2, sort_keys=True).encode())
+    return Reference(feats.moments, feats.features, meta)
+
+
+def from_images(extractor: features_lib.Extractor, images, provenance: dict) -> Reference:
+    """Uncached statistics of in-memory images (tests, calibration, custom references)."""
+    feats = features_lib.extract(extractor, features_lib.padded_batches(
+        images, extractor.batch_size), keep_logits=False)
+    return Reference(feats.moments, feats.features, {"identity": {**provenance,
+                                                                  **extractor.describe()}})

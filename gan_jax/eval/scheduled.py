@@ -1,0 +1,64 @@
+"""Evaluation inside the training loop (``config.eval``): the EMA generator of the live state,
+measured with the same extractor, reference and metrics as ``experiments.evaluate``.
+
+Every process evaluates on its own first device (G's params are replicated, so no
+collective is needed and all processes stay in step); only process 0 writes the lines.
+"""
+import functools
+import time
+
+import jax
+
+from gan_jax import logs, parallel, sampling
+from gan_jax.eval import evaluate
+
+SOURCE = "train"  # The "source" field of the lines this writes, so a resume can find them.
+
+
+class ScheduledEval:
+    """Builds the extractor and the reference once (before the first step, so a missing
+    weights file stops the run before it trains), then evaluates on ``due`` steps."""
+
+    def __init__(self, config, G, workdir, log=print):
+        e = config.eval
+        self.every, self.num, self.seed = e.every, e.num, e.seed
+        self.metrics = evaluate.parse_metrics(e.metrics)
+        self.path = workdir / "eval.jsonl"
+        self.z_dim = G.z_dim
+        self.kwargs = dict(kid_subset_size=e.kid_subset_size, knn_num=e.knn_num)
+        self.extractor, self.reference = evaluate.prepare(
+            config.dataset.to_dict(), extractor=e.extractor or None,
+            inception_weights=e.inception_weights or None,
+            reference_num=e.reference_num or None, log=log)
+        evaluate.check_counts(self.metrics, self.num, self.reference.n, is_splits=10,
+                              **self.kwargs)
+        self._generate = jax.jit(functools.partial(sampling.generate, G),
+                                 static_argnames="batch_stats")
+
+    def due(self, step: int, last_step: int) -> bool:
+        return bool(self.every) and (step % self.every == 0 or step == last_step)
+
+    def __call__(self, ema_params, g_vars, step: int, writer) -> dict:
+        """Evaluates the EMA generator; appends the lines (process 0) and logs the values
+        as ``eval/<name>`` scalars. Returns {name: value}."""
+        params, g_vars = parallel.to_host((ema_params, g_vars))
+        has_bn = "batch_stats" in g_vars
+        draw = lambda z: self._generate(params, g_vars, z, batch_stats=has_bn)
+        result = evaluate.evaluate_generator(
+            draw, self.num, z_dim=self.z_dim, extractor=self.extractor,
+            reference=self.reference, metrics=self.metrics, seed=self.seed, **self.kwargs)
+        result["provenance"].update({"checkpoint_step": step, "ema": True})
+        rows = evaluate.records(result, self.metrics, step=step, source=SOURCE,
+                                time=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+        values = {k: float(v) for k, v in result.items() if k != "provenance"}
+        if parallel.is_writer():
+            logs.append_jsonl(self.path, rows)
+            writer.scalars(step, {f"eval/{k}": v for k, v in values.items()})
+        return values
+
+
+def drop_after(workdir, step: int) -> int:
+    """Removes the lines of evaluations the training loop ran after ``step`` (a resumed run
+    evaluates those steps again); lines of ``experiments.evaluate`` stay."""
+    return logs.drop_lines_after(workdir / "eval.jsonl", step,
+                                 only=lambda row: row.get("source") == SOURCE)

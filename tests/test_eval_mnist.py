@@ -1,0 +1,52 @@
+"""The MNIST classifier (accuracy, cache key, determinism) and the calibration of the metrics
+on real MNIST: clean test images are the floor, noise and blur make every metric worse."""
+import jax
+import numpy as np
+
+from gan_jax.data import mnist_offline, sources
+from gan_jax.eval import calibration, features, reference
+from gan_jax.eval import mnist_classifier as mc
+
+
+def test_classifier_reaches_99_percent(mnist_classifier, mnist_dir):
+    assert mnist_classifier["test_accuracy"] >= 0.99
+    params, meta = mc.load_or_train(mnist_dir, log=lambda *a: None)
+    test = sources.load("mnist", "test", mnist_dir)
+    acc = mc.accuracy(params, test.images, test.labels)  # Recomputed from the cached weights.
+    assert acc == meta["test_accuracy"] >= 0.99
+    assert meta["weights_sha256"] == mnist_classifier["weights_sha256"]
+
+
+def test_cache_key_follows_code_and_data(monkeypatch):
+    key = mc.cache_key()
+    assert len(key) == 16 and mc.cache_key() == key
+    assert mc.cache_key(source=b"# another model\n") != key
+    monkeypatch.setattr(mnist_offline, "PICKLE_SHA256", "0" * 64)
+    assert mc.cache_key() != key
+    assert mc.cache_path().name == f"lenet-{mc.cache_key()}.npz"
+
+
+def test_training_is_deterministic():
+    rng = np.random.RandomState(0)
+    x = rng.randint(0, 256, (512, 28, 28, 1)).astype(np.uint8)
+    y = rng.randint(0, 10, 512)
+    a = mc.train(x, y, epochs=1, log=lambda *a: None)
+    b = mc.train(x, y, epochs=1, log=lambda *a: None)
+    for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_array_equal(np.asarray(u), np.asarray(v))
+
+
+def test_calibration_is_monotonic(mnist_classifier, mnist_dir):
+    ex = features.get("mnist", data_dir=mnist_dir, log=lambda *a: None)
+    train = sources.load("mnist", "train", mnist_dir, max_examples=20_000)
+    ref = reference.from_images(ex, train.images, {"dataset": "mnist", "split": "train"})
+    test = sources.load("mnist", "test", mnist_dir)
+    rows = calibration.table(ex, ref, test.images, kid_subsets=20)
+    print("\n" + calibration.markdown(rows))
+    clean = rows[0][2]
+    assert clean["fid"] < 3 and clean["is"] > 9.5  # The floor: real against real.
+    for kind in ("noise", "blur"):
+        chain = [clean] + [s for k, _, s in rows if k == kind]
+        for worse, better in zip(chain[1:], chain[:-1]):
+            assert worse["fid"] > better["fid"] and worse["kid"] > better["kid"]
+            assert worse["is"] < better["is"]
