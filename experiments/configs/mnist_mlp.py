@@ -6,7 +6,7 @@ Keras' binary cross-entropy with "real" labels for G computes), 20,000 steps (10
 
   python -m experiments.main --config=experiments/configs/mnist_mlp.py --workdir=runs/mnist_mlp
 
-Expected on a 2-core CPU: about 2 minutes (250 steps/s); noisy but varied digits at the
+Expected on a 2-core CPU: under 2 minutes (320 steps/s); noisy but varied digits at the
 end (docs/images/mnist_mlp_final.png). The seed's model is small: DCGAN draws cleaner ones.
 ``:smoke`` runs 40 steps on 2,048 images in seconds.
 """
