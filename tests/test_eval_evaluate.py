@@ -170,3 +170,20 @@ def test_cli_evaluates_and_reports_errors(run_dir, mnist_classifier, mnist_dir, 
     assert proc.returncode == 1 and proc.stderr.startswith("error: FID Inception weights")
     assert env_missing in proc.stderr and "convert_inception" in proc.stderr
     assert (run_dir / "eval.jsonl").read_bytes() == before
+
+
+def test_inception_extractor_end_to_end(run_dir, mnist_dir, tmp_path, monkeypatch):
+    # The FID Inception path of a checkpoint evaluation, at the real 299x299 size, with a
+    # weights file found through the environment (random weights: the real file cannot be
+    # downloaded here). Few images: each costs about 0.2 s on a CPU.
+    from gan_jax.eval import inception_weights as iw
+    digest = iw.save(iw.random_params(0), tmp_path / "w.npz", {"source": "test"})
+    monkeypatch.setenv(iw.ENV, str(tmp_path / "w.npz"))
+    rows = evaluate.evaluate_checkpoint(run_dir, "fid,is", 12, extractor="inception",
+                                        reference_num=12, reference_cache=tmp_path / "ref",
+                                        data_dir=mnist_dir, log=lambda *a: None)
+    fid, inception_score = rows
+    assert fid["fid"] > 0 and 1 <= inception_score["is"] <= 1008
+    p = fid["provenance"]
+    assert p["extractor"] == "inception" and p["weights_sha256"] == digest
+    assert p["resize"].startswith("bilinear 299x299") and p["reference"]["num"] == 12

@@ -181,9 +181,9 @@ def test_reused_forward_equals_recomputed_forward(augment):
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(ma["g_loss"], mb["g_loss"], rtol=1e-5)
-    # Sharing the fake batch is a different game from drawing a fresh one for G.
-    c, _ = _run(steps.make_train_step(G, D), _dcgan()[2], 3)
-    assert not np.allclose(np.asarray(jax.tree.leaves(a.g_params)[0]),
-                           np.asarray(jax.tree.leaves(c.g_params)[0]))
+    if augment is None:  # Sharing the fake batch is another game than a fresh one for G.
+        c, _ = _run(steps.make_train_step(G, D), _dcgan()[2], 3)
+        assert not np.allclose(np.asarray(jax.tree.leaves(a.g_params)[0]),
+                               np.asarray(jax.tree.leaves(c.g_params)[0]))
     with pytest.raises(ValueError, match="n_dis=1"):
         steps.make_train_step(G, D, share_fake=True, n_dis=2)
