@@ -37,7 +37,7 @@ def _inception_params():
         params, digest = iw.load(iw.resolve_path())
     except iw.InceptionWeightsError:
         flat = iw.random_params(0)
-        params = traverse_util.unflatten_dict({tuple(k.split("/")): v for k, v in flat.items()})
+        params = traverse_util.unflatten_dict(flat, sep="/")
         digest = "random"
     return params, digest
 

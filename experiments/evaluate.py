@@ -13,7 +13,7 @@ import sys
 
 from absl import app, flags, logging
 
-from gan_jax.errors import GanJaxError
+from gan_jax.errors import exit_on_error
 from gan_jax.eval import evaluate
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "The run's workdir.", required=True)
@@ -35,15 +35,12 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # tfds and Orbax log every file at INFO.
-    try:
+    with exit_on_error():
         rows = evaluate.evaluate_checkpoint(
             _WORKDIR.value, _METRICS.value, _NUM.value, step=_STEP.value,
             extractor=_EXTRACTOR.value, ema=_EMA.value, seed=_SEED.value,
             inception_weights=_WEIGHTS.value, reference_split=_REF_SPLIT.value,
             reference_num=_REF_NUM.value, knn_num=_KNN_NUM.value)
-    except GanJaxError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
     for row in rows:
         values = {k: v for k, v in row.items() if k not in ("provenance", "time")}
         print(json.dumps(values))

@@ -11,7 +11,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from gan_jax import parallel, train
-from gan_jax.errors import GanJaxError
+from gan_jax.errors import exit_on_error
 
 _CONFIG = config_flags.DEFINE_config_file("config", "experiments/configs/mnist_dcgan.py",
                                           "Config file, optionally followed by :smoke.",
@@ -29,12 +29,9 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # tfds logs every file it opens at INFO.
-    try:
+    with exit_on_error():
         parallel.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
         summary = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-    except GanJaxError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
     if summary["preempted"] and parallel.is_writer():
         print("gan_jax: resume with: python -m experiments.main " + " ".join(sys.argv[1:]),
               flush=True)

@@ -5,11 +5,10 @@
 """
 import sys
 
-import numpy as np
 from absl import app, flags, logging
 
-from gan_jax import logs, sampling
-from gan_jax.errors import GanJaxError
+from gan_jax import files, logs, sampling
+from gan_jax.errors import exit_on_error
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "The run's workdir.", required=True)
 _NUM = flags.DEFINE_integer("num", 64, "Number of images.")
@@ -26,19 +25,14 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv}")
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)
-    try:
+    with exit_on_error():
         images, step = sampling.from_checkpoint(_WORKDIR.value, _NUM.value, step=_STEP.value,
                                                 ema=_EMA.value, seed=_SEED.value)
-    except GanJaxError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
     if _OUT.value:
         logs.save_png(_OUT.value, sampling.grid(images))
     if _NPZ.value:
-        import io
-        buf = io.BytesIO()
-        np.savez(buf, images=images, step=step, seed=_SEED.value, ema=_EMA.value)
-        logs.atomic_write_bytes(_NPZ.value, buf.getvalue())
+        files.write_npz(_NPZ.value, dict(images=images, step=step, seed=_SEED.value,
+                                         ema=_EMA.value))
     print(f"sampled {len(images)} images from step {step} "
           f"({'EMA' if _EMA.value else 'raw'} G) -> {_OUT.value or ''} {_NPZ.value}".rstrip())
 

@@ -178,12 +178,14 @@ def train_and_evaluate(config, workdir) -> dict:
                         best_mode=ck.best_mode, async_save=ck.async_save)
     # Sampling and evaluation run outside pmap, so their G must not name the pmap axis.
     G_sample = G.clone(axis_name=None) if hasattr(G, "axis_name") else G
+    draw = jax.jit(functools.partial(sampling.generate, G_sample),
+                   static_argnames="batch_stats")
     evaluator = None
     try:
         state, resumed_from, resumed_info = _resume(ckpt, engine)
         if config.eval.every:
             from gan_jax.eval.scheduled import ScheduledEval
-            evaluator = ScheduledEval(config, G_sample, workdir, log=_say)
+            evaluator = ScheduledEval(config, draw, G.z_dim, workdir, log=_say)
         t = time.time()
         engine.compile(state)
         compile_s = time.time() - t
@@ -207,8 +209,6 @@ def train_and_evaluate(config, workdir) -> dict:
         _say(f"gan_jax: resuming from the checkpoint at step {resumed_from}")
 
     z_fixed = jax.random.normal(sample_key, (config.num_samples, G.z_dim), jnp.float32)
-    draw = jax.jit(functools.partial(sampling.generate, G_sample),
-                   static_argnames="batch_stats")
     run_info = {"config": config_lib.to_dict(config), "image_shape": list(image_shape),
                 "gan_jax_version": gan_jax.__version__}
 

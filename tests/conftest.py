@@ -52,3 +52,17 @@ def mnist_classifier(mnist_dir) -> dict:
                           cwd=pathlib.Path(__file__).resolve().parents[1])
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture
+def private_cache(mnist_classifier, tmp_path, monkeypatch) -> pathlib.Path:
+    """A gan_jax cache of the test's own (XDG_CACHE_HOME) holding a copy of the trained
+    classifier, so the reference statistics a test computes stay out of the user's cache."""
+    import shutil
+
+    from gan_jax.eval import mnist_classifier as mc
+    classifier = mc.cache_path()
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    mc.cache_path().parent.mkdir(parents=True)
+    shutil.copy(classifier, mc.cache_path())
+    return tmp_path / "cache" / "gan_jax"

@@ -2,7 +2,6 @@
 appends, reference caching, and the errors for bad images or too few samples."""
 import json
 import os
-import shutil
 
 import jax.numpy as jnp
 import numpy as np
@@ -10,7 +9,6 @@ import pytest
 
 from gan_jax import logs, sampling, train
 from gan_jax.eval import evaluate, features, metrics, reference
-from gan_jax.eval import mnist_classifier as mc
 from tests.helpers import load_config, run_module
 
 SMALL = dict(kid_subset_size=100, kid_subsets=5, knn_num=300)
@@ -145,14 +143,8 @@ def test_reference_cache_is_checked(mnist_ex, mnist_dir, tmp_path):
     np.testing.assert_array_equal(again.moments.cov, ref.moments.cov)
 
 
-def test_cli_evaluates_and_reports_errors(run_dir, mnist_classifier, mnist_dir, tmp_path,
+def test_cli_evaluates_and_reports_errors(run_dir, private_cache, mnist_dir, tmp_path,
                                           monkeypatch):
-    # A cache of its own (holding the trained classifier): the reference statistics it
-    # computes stay out of the user's cache.
-    classifier = mc.cache_path()
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    mc.cache_path().parent.mkdir(parents=True)
-    shutil.copy(classifier, mc.cache_path())
     proc = run_module(f"--workdir={run_dir}", "--metrics=fid,is", "--num=300",
                       "--reference_num=500", "--no-ema", module="experiments.evaluate",
                       data_dir=mnist_dir)
@@ -160,7 +152,7 @@ def test_cli_evaluates_and_reports_errors(run_dir, mnist_classifier, mnist_dir, 
     assert '"metric": "fid"' in proc.stdout and "appended 2 lines" in proc.stdout
     last = json.loads((run_dir / "eval.jsonl").read_text().splitlines()[-1])
     assert last["metric"] == "is" and last["provenance"]["ema"] is False
-    assert len(list((tmp_path / "cache/gan_jax/reference_stats").glob("*.npz"))) == 1
+    assert len(list((private_cache / "reference_stats").glob("*.npz"))) == 1
 
     before = (run_dir / "eval.jsonl").read_bytes()
     env_missing = str(tmp_path / "missing.npz")

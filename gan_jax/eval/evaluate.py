@@ -122,8 +122,9 @@ _FIELDS = {"fid": ("fid",), "kid": ("kid", "kid_std"), "is": ("is", "is_std"),
 
 
 def records(result: dict, metrics, **context) -> list[dict]:
-    """One JSON-ready record per metric: context (step, ...), the metric's values and the
-    provenance."""
+    """One JSON-ready record per metric: the time, context (step, ...), the metric's values
+    and the provenance."""
+    context = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **context}
     return [{**context, "metric": m, **{k: result[k] for k in _FIELDS[m]},
              "provenance": result["provenance"]} for m in parse_metrics(metrics)]
 
@@ -165,6 +166,6 @@ def evaluate_checkpoint(workdir, metrics="fid", num: int = 10_000, *, step: int 
                                 metrics=metrics, seed=seed, **kwargs)
     result["provenance"].update({"checkpoint_step": step, "ema": ema,
                                  "workdir": str(workdir.absolute())})
-    rows = records(result, metrics, step=step, time=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    rows = records(result, metrics, step=step)
     logs.append_jsonl(workdir / "eval.jsonl", rows)
     return rows

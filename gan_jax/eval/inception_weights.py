@@ -6,9 +6,6 @@ kernel``), plus ``__meta__`` (JSON: the source file and its sha256). Converting 
 PyTorch (``gan_jax.eval.convert_inception``); loading does not.
 """
 import functools
-import hashlib
-import io
-import json
 import os
 import pathlib
 
@@ -17,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
+from gan_jax import files
 from gan_jax.errors import GanJaxError
 from gan_jax.eval.inception import FIDInceptionV3
 
@@ -139,20 +137,8 @@ def to_state_dict(flat: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 def save(flat: dict[str, np.ndarray], path, meta: dict) -> str:
     """Checks and writes the .npz atomically; returns its sha256."""
-    from gan_jax.logs import atomic_write_bytes
     check_shapes(flat, "The converted state dict")
-    buf = io.BytesIO()
-    np.savez(buf, __meta__=np.array(json.dumps(meta, sort_keys=True)), **flat)
-    atomic_write_bytes(pathlib.Path(path), buf.getvalue())
-    return hashlib.sha256(buf.getvalue()).hexdigest()
-
-
-def file_sha256(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return files.write_npz(path, flat, meta)
 
 
 def load(path) -> tuple[dict, str]:
@@ -165,8 +151,7 @@ def load(path) -> tuple[dict, str]:
         raise InceptionWeightsError(f"Could not read {path} as an .npz ({e}). "
                                     + how_to_get()) from None
     check_shapes(flat, str(path))
-    tree = traverse_util.unflatten_dict({tuple(k.split("/")): v for k, v in flat.items()})
-    return tree, file_sha256(path)
+    return traverse_util.unflatten_dict(flat, sep="/"), files.file_sha256(path)
 
 
 def random_params(seed: int = 0) -> dict[str, np.ndarray]:

@@ -8,7 +8,6 @@ training, or changing the data, trains a new classifier; the weights' own sha256
 every evaluation's provenance.
 """
 import hashlib
-import io
 import json
 import pathlib
 import time
@@ -20,6 +19,7 @@ import numpy as np
 import optax
 from flax import traverse_util
 
+from gan_jax import files
 from gan_jax.errors import GanJaxError
 
 FEATURE_DIM, NUM_CLASSES, WIDTHS = 256, 10, (32, 64)
@@ -114,20 +114,17 @@ def train(train_x, train_y, *, epochs: int = EPOCHS, seed: int = SEED, log=print
     return params
 
 
-def _save(path: pathlib.Path, params, meta: dict) -> None:
-    from gan_jax.logs import atomic_write_bytes
-    flat = traverse_util.flatten_dict(jax.device_get(params), sep="/")
-    buf = io.BytesIO()
-    np.savez(buf, __meta__=np.array(json.dumps(meta, sort_keys=True)), **flat)
-    atomic_write_bytes(path, buf.getvalue())
+def _save(path: pathlib.Path, params, meta: dict) -> str:
+    """Writes the weights and ``meta``; returns the file's sha256."""
+    return files.write_npz(path, traverse_util.flatten_dict(jax.device_get(params), sep="/"),
+                           meta)
 
 
 def _read(path: pathlib.Path):
-    with np.load(path, allow_pickle=False) as npz:
-        meta = json.loads(str(npz["__meta__"]))
-        flat = {k: npz[k] for k in npz.files if k != "__meta__"}
-    params = traverse_util.unflatten_dict({tuple(k.split("/")): v for k, v in flat.items()})
-    return params, meta
+    flat, meta = files.read_npz(path)
+    if meta is None:
+        raise KeyError("__meta__")
+    return traverse_util.unflatten_dict(flat, sep="/"), meta
 
 
 def load_or_train(data_dir: str | None = None, log=print):
@@ -138,7 +135,7 @@ def load_or_train(data_dir: str | None = None, log=print):
     if path.is_file():
         try:
             params, meta = _read(path)
-            meta["weights_sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+            meta["weights_sha256"] = files.file_sha256(path)
             return params, meta
         except (OSError, ValueError, KeyError) as e:  # A damaged cache: train again.
             log(f"gan_jax: ignoring unreadable classifier cache {path} ({e})")
@@ -157,9 +154,9 @@ def load_or_train(data_dir: str | None = None, log=print):
                               f"(needs {MIN_ACCURACY}); its training recipe is broken.")
     meta = {"test_accuracy": acc, "train_seconds": round(train_s, 1), "key": cache_key(),
             "data_sha256": digest.hexdigest(), "epochs": EPOCHS, "backend": jax.default_backend()}
-    _save(path, params, meta)
+    weights_sha256 = _save(path, params, meta)
     log(f"gan_jax: MNIST classifier test accuracy {acc:.4f}, trained in {train_s:.0f}s")
-    meta["weights_sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    meta["weights_sha256"] = weights_sha256
     return jax.tree.map(np.asarray, params), meta
 
 

@@ -13,6 +13,7 @@ import time
 import numpy as np
 
 import gan_jax
+from gan_jax import files
 from gan_jax.eval import features as features_lib
 from gan_jax.eval.metrics import Moments
 from gan_jax.logs import atomic_write_bytes
@@ -99,16 +100,14 @@ def get(extractor: features_lib.Extractor, dataset: str, split: str = "train", *
         f"images with the {extractor.name} extractor (cached in {root})")
     feats = features_lib.extract(extractor, features_lib.padded_batches(
         data.images, extractor.batch_size), keep_logits=False)
-    buf = io.BytesIO()
-    np.savez(buf, n=feats.n, mean=feats.moments.mean, cov=feats.moments.cov,
-             features=feats.features)
-    blob = buf.getvalue()
-    meta = {"identity": identity, "sha256": hashlib.sha256(blob).hexdigest(),
+    # The .npz first: a JSON always names a whole file.
+    digest = files.write_npz(npz_path, dict(n=feats.n, mean=feats.moments.mean,
+                                            cov=feats.moments.cov, features=feats.features))
+    meta = {"identity": identity, "sha256": digest,
             "images_sha256": hashlib.sha256(np.ascontiguousarray(data.images)).hexdigest(),
             "data_dir": data_dir, "seconds": round(time.time() - t, 1),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "gan_jax_version": gan_jax.__version__}
-    atomic_write_bytes(npz_path, blob)  # The .npz first: a JSON always names a whole file.
     atomic_write_bytes(json_path, json.dumps(meta, indent=2, sort_keys=True).encode())
     return Reference(feats.moments, feats.features, meta)
 

@@ -4,12 +4,7 @@ measured with the same extractor, reference and metrics as ``experiments.evaluat
 Every process evaluates on its own first device (G's params are replicated, so no
 collective is needed and all processes stay in step); only process 0 writes the lines.
 """
-import functools
-import time
-
-import jax
-
-from gan_jax import logs, parallel, sampling
+from gan_jax import logs, parallel
 from gan_jax.eval import evaluate
 
 SOURCE = "train"  # The "source" field of the lines this writes, so a resume can find them.
@@ -19,12 +14,14 @@ class ScheduledEval:
     """Builds the extractor and the reference once (before the first step, so a missing
     weights file stops the run before it trains), then evaluates on ``due`` steps."""
 
-    def __init__(self, config, G, workdir, log=print):
+    def __init__(self, config, generate, z_dim: int, workdir, log=print):
+        """``generate``: the loop's jitted ``sampling.generate`` for its G, (params, g_vars,
+        z, batch_stats=) -> images."""
         e = config.eval
         self.every, self.num, self.seed = e.every, e.num, e.seed
         self.metrics = evaluate.parse_metrics(e.metrics)
         self.path = workdir / "eval.jsonl"
-        self.z_dim = G.z_dim
+        self.z_dim, self._generate = z_dim, generate
         self.kwargs = dict(kid_subset_size=e.kid_subset_size, knn_num=e.knn_num)
         self.extractor, self.reference = evaluate.prepare(
             config.dataset.to_dict(), extractor=e.extractor or None,
@@ -32,8 +29,6 @@ class ScheduledEval:
             reference_num=e.reference_num or None, log=log)
         evaluate.check_counts(self.metrics, self.num, self.reference.n, is_splits=10,
                               **self.kwargs)
-        self._generate = jax.jit(functools.partial(sampling.generate, G),
-                                 static_argnames="batch_stats")
 
     def due(self, step: int, last_step: int) -> bool:
         return bool(self.every) and (step % self.every == 0 or step == last_step)
@@ -48,8 +43,7 @@ class ScheduledEval:
             draw, self.num, z_dim=self.z_dim, extractor=self.extractor,
             reference=self.reference, metrics=self.metrics, seed=self.seed, **self.kwargs)
         result["provenance"].update({"checkpoint_step": step, "ema": True})
-        rows = evaluate.records(result, self.metrics, step=step, source=SOURCE,
-                                time=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+        rows = evaluate.records(result, self.metrics, step=step, source=SOURCE)
         values = {k: float(v) for k, v in result.items() if k != "provenance"}
         if parallel.is_writer():
             logs.append_jsonl(self.path, rows)

@@ -1,0 +1,37 @@
+"""Checksummed files: the sha256 of a file, and .npz files written atomically with a JSON
+``__meta__`` entry (weights, caches, sample dumps)."""
+import hashlib
+import io
+import json
+import pathlib
+
+import numpy as np
+
+from gan_jax.logs import atomic_write_bytes
+
+_META = "__meta__"
+
+
+def file_sha256(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_npz(path, arrays: dict, meta: dict | None = None) -> str:
+    """Writes ``arrays`` (and ``meta`` as JSON) to ``path`` atomically; returns the file's
+    sha256."""
+    buf = io.BytesIO()
+    extra = {} if meta is None else {_META: np.array(json.dumps(meta, sort_keys=True))}
+    np.savez(buf, **extra, **arrays)
+    atomic_write_bytes(pathlib.Path(path), buf.getvalue())
+    return hashlib.sha256(buf.getvalue()).hexdigest()
+
+
+def read_npz(path_or_file) -> tuple[dict, dict | None]:
+    """(arrays, meta or None) of a file ``write_npz`` wrote; no pickles are loaded."""
+    with np.load(path_or_file, allow_pickle=False) as npz:
+        meta = json.loads(str(npz[_META])) if _META in npz.files else None
+        return {k: npz[k] for k in npz.files if k != _META}, meta
