@@ -1,0 +1,194 @@
+"""Where a compiled program's time goes: a ``jax.profiler`` trace of some calls, summed per
+HLO instruction and per kind of work (convolution, matmul, fusions, layout copies), set
+against the wall time of the same calls.
+
+The trace gives each device op's time and its HLO instruction name; the compiled program's
+HLO text says what each instruction is (a fusion is the kind of its heaviest content), and
+its metadata names the JAX operation it came from.
+"""
+import collections
+import glob
+import os
+import re
+import time
+
+import jax
+
+_HEADER = re.compile(r"^(?:ENTRY )?%?([\w.\-]+) .*\{\s*$")
+_INSTR = re.compile(r"^\s+(?:ROOT )?%?([\w.\-]+) = (.*)$")
+_OPCODE = re.compile(r"\s([a-z][\w\-]*)\(")
+# Instructions that only hold others (their events would count their contents twice) or
+# that never run as work of their own.
+_CONTAINERS = {"while", "conditional", "call", "async-start", "async-done"}
+KINDS = ("convolution", "matmul", "reduction fusion", "elementwise fusion",
+         "copy/transpose", "collective", "random bits", "other")
+
+
+def _kind_of(opcode: str, rest: str, inner: set[str]) -> str:
+    ops = {opcode} | inner
+    if opcode == "custom-call":
+        target = re.search(r'custom_call_target="([^"]*)"', rest)
+        target = target.group(1).lower() if target else ""
+        if "conv" in target:
+            return "convolution"
+        if any(t in target for t in ("gemm", "matmul", "dot")):
+            return "matmul"
+    if "convolution" in ops:
+        return "convolution"
+    if "dot" in ops or "triton_gemm" in rest:
+        return "matmul"
+    if ops & {"all-reduce", "all-gather", "reduce-scatter", "all-to-all",
+              "collective-permute", "all-reduce-start", "all-gather-start"}:
+        return "collective"
+    if opcode == "fusion":
+        if ops & {"reduce", "reduce-window"}:
+            return "reduction fusion"
+        if ops - {"fusion", "parameter", "copy", "transpose", "bitcast", "constant",
+                  "broadcast", "reshape"}:
+            return "elementwise fusion"
+        return "copy/transpose"
+    if opcode in ("copy", "transpose", "copy-start", "copy-done"):
+        return "copy/transpose"
+    if opcode in ("rng-bit-generator", "rng"):
+        return "random bits"
+    if opcode in ("reduce", "reduce-window"):
+        return "reduction fusion"
+    return "other"
+
+
+def hlo_ops(hlo_text: str) -> dict[str, dict]:
+    """Every instruction of an HLO module: name -> {"opcode", "kind", "source"}."""
+    comps, current, instrs = {}, None, []
+    for line in hlo_text.splitlines():
+        head = _HEADER.match(line)
+        if head and not line.startswith(" "):
+            current = comps.setdefault(head.group(1), [])
+            continue
+        m = _INSTR.match(line)
+        if m and current is not None:
+            op = _OPCODE.search(" " + m.group(2))
+            instr = (m.group(1), op.group(1) if op else "", m.group(2))
+            current.append(instr[1])
+            instrs.append(instr)
+
+    def inner(rest):
+        found = set()
+        for callee in re.findall(r"calls=%?([\w.\-]+)", rest):
+            found |= set(comps.get(callee, ()))
+        return found
+
+    out = {}
+    for name, opcode, rest in instrs:
+        src = re.search(r'op_name="([^"]*)"', rest)
+        kind = ("control" if opcode in _CONTAINERS
+                else _kind_of(opcode, rest, inner(rest) if opcode == "fusion" else set()))
+        out[name] = {"opcode": opcode, "kind": kind, "source": src.group(1) if src else "",
+                     "shape": rest.split(f" {opcode}(", 1)[0] if opcode else ""}
+    return out
+
+
+def capture(run, logdir: str) -> tuple[str, float]:
+    """Runs ``run()`` (which must wait for its results) under the profiler; returns the
+    trace file and the wall time of ``run``."""
+    jax.profiler.start_trace(logdir)
+    try:
+        t = time.perf_counter()
+        run()
+        wall = time.perf_counter() - t
+    finally:
+        jax.profiler.stop_trace()
+    files = sorted(glob.glob(os.path.join(logdir, "**", "*.xplane.pb"), recursive=True),
+                   key=os.path.getmtime)
+    if not files:
+        raise RuntimeError(f"jax.profiler wrote no .xplane.pb under {logdir}.")
+    return files[-1], wall
+
+
+def _op_lines(plane):
+    """The lines of a plane whose events are HLO ops, without derived duplicates."""
+    lines = [ln for ln in plane.lines
+             if any(dict(e.stats).get("hlo_op") for e in list(ln.events)[:50])]
+    derived = [ln for ln in lines if ln.name == "XLA Ops"]
+    return derived or [ln for ln in lines if ln.name not in ("XLA Modules", "Steps")]
+
+
+def op_times(xplane_path: str, module: str | None = None) -> tuple[dict, float]:
+    """Per HLO op name: [total ns, count] on the first device that ran ops (or the host on
+    CPU), and the ns during which any op ran (overlaps counted once). ``module``: keep only
+    events of the HLO module of that name."""
+    from jax.profiler import ProfileData
+    data = ProfileData.from_file(xplane_path)
+    planes = [p for p in data.planes if p.name.startswith("/device:")]
+    planes = planes or [p for p in data.planes if p.name.startswith("/host:CPU")]
+    for plane in planes:
+        totals, spans = collections.defaultdict(lambda: [0.0, 0]), []
+        for line in _op_lines(plane):
+            for e in line.events:
+                stats = dict(e.stats)
+                op = stats.get("hlo_op")
+                if not op or (module and stats.get("hlo_module") != module):
+                    continue
+                totals[op][0] += e.duration_ns
+                totals[op][1] += 1
+                spans.append((e.start_ns, e.start_ns + e.duration_ns))
+        if totals:
+            return dict(totals), _union_ns(spans)
+    return {}, 0.0
+
+
+def _union_ns(spans) -> float:
+    busy, end = 0.0, float("-inf")
+    for s, e in sorted(spans):
+        if e > end:
+            busy += e - max(s, end)
+            end = e
+    return busy
+
+
+def summarize(xplane_path: str, hlo_text: str, *, steps: int, wall_s: float,
+              top: int = 12) -> dict:
+    """Time per step by kind of work and for the ``top`` heaviest ops, in ms, and the share
+    of the wall time during which the device ran any op."""
+    ops = hlo_ops(hlo_text)
+    module = re.match(r"HloModule ([\w.\-]+)", hlo_text)
+    times, busy_ns = op_times(xplane_path, module.group(1) if module else None)
+    if not times:  # Module names differ between backends; fall back to every op.
+        times, busy_ns = op_times(xplane_path)
+    by_kind = collections.Counter()
+    rows = []
+    for name, (ns, count) in times.items():
+        info = ops.get(name, {"opcode": "?", "kind": "other", "source": "", "shape": ""})
+        if info["kind"] == "control":
+            continue
+        by_kind[info["kind"]] += ns
+        rows.append({"op": name, "kind": info["kind"], "ms_per_step": ns / 1e6 / steps,
+                     "calls_per_step": count / steps, "shape": info["shape"],
+                     "source": info["source"]})
+    total = sum(by_kind.values())
+    rows.sort(key=lambda r: -r["ms_per_step"])
+    wall_ms = 1e3 * wall_s / steps
+    return {"steps": steps, "wall_ms_per_step": wall_ms,
+            "op_ms_per_step": total / 1e6 / steps, "busy_ms_per_step": busy_ns / 1e6 / steps,
+            "busy_fraction": busy_ns / 1e9 / wall_s if wall_s else None,
+            "kinds": [{"kind": k, "ms_per_step": by_kind[k] / 1e6 / steps,
+                       "share": by_kind[k] / total if total else 0.0}
+                      for k in KINDS if by_kind[k]],
+            "top": rows[:top]}
+
+
+def table(summary: dict) -> str:
+    """The summary as two Markdown tables: kinds of work, then the heaviest ops."""
+    s = summary
+    lines = [f"wall {s['wall_ms_per_step']:.3f} ms/step; ops {s['op_ms_per_step']:.3f} ms/step; "
+             f"device busy {s['busy_ms_per_step']:.3f} ms/step"
+             + (f" ({s['busy_fraction']:.0%} of the wall time)" if s["busy_fraction"] else ""),
+             "", "| kind | ms/step | share |", "|---|---|---|"]
+    lines += [f"| {k['kind']} | {k['ms_per_step']:.3f} | {k['share']:.1%} |" for k in s["kinds"]]
+    lines += ["", "| op | kind | ms/step | calls/step | output | from |",
+              "|---|---|---|---|---|---|"]
+    for r in s["top"]:
+        src = r["source"].split("/", 1)[-1][-70:]
+        shape = re.sub(r"\{[^}]*\}", "", r["shape"])[:40]  # Layouts dropped: too long.
+        lines.append(f"| {r['op']} | {r['kind']} | {r['ms_per_step']:.3f} | "
+                     f"{r['calls_per_step']:g} | {shape} | {src} |")
+    return "\n".join(lines)

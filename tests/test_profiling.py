@@ -1,0 +1,93 @@
+import jax
+import jax.numpy as jnp
+import pytest
+
+from gan_jax import profiling
+
+# A GPU-style optimized module: cuDNN and cuBLAS custom calls, a Triton gemm fusion, fusions
+# with and without a reduction, a layout copy, and a while loop holding a body.
+_GPU_HLO = """HloModule jit_step, is_scheduled=true
+
+%fused_reduce (param_0: f32[8,4]) -> f32[4] {
+  %param_0 = f32[8,4]{1,0} parameter(0)
+  %constant.1 = f32[] constant(0)
+  ROOT %reduce.1 = f32[4]{0} reduce(f32[8,4]{1,0} %param_0, f32[] %constant.1), dimensions={0}
+}
+
+%fused_relu (param_0.1: bf16[8,4]) -> bf16[8,4] {
+  %param_0.1 = bf16[8,4]{1,0} parameter(0)
+  %constant.2 = bf16[] constant(0)
+  %broadcast.1 = bf16[8,4]{1,0} broadcast(bf16[] %constant.2), dimensions={}
+  ROOT %maximum.1 = bf16[8,4]{1,0} maximum(bf16[8,4]{1,0} %param_0.1, bf16[8,4]{1,0} %broadcast.1)
+}
+
+%triton_dot (p0: bf16[8,4], p1: bf16[4,4]) -> bf16[8,4] {
+  %p0 = bf16[8,4]{1,0} parameter(0)
+  %p1 = bf16[4,4]{1,0} parameter(1)
+  ROOT %dot.1 = bf16[8,4]{1,0} dot(bf16[8,4]{1,0} %p0, bf16[4,4]{1,0} %p1), lhs_contracting_dims={1}, rhs_contracting_dims={0}
+}
+
+ENTRY %main (x: bf16[8,4], w: bf16[4,4], img: bf16[8,16,16,3], k: bf16[4,4,3,8]) -> f32[4] {
+  %x = bf16[8,4]{1,0} parameter(0)
+  %w = bf16[4,4]{1,0} parameter(1)
+  %img = bf16[8,16,16,3]{3,2,1,0} parameter(2)
+  %k = bf16[4,4,3,8]{3,2,1,0} parameter(3)
+  %cudnn-conv.1 = (bf16[8,8,8,8]{3,2,1,0}, u8[0]{0}) custom-call(bf16[8,16,16,3]{3,2,1,0} %img, bf16[4,4,3,8]{3,2,1,0} %k), window={size=4x4 stride=2x2 pad=1_1x1_1}, custom_call_target="__cudnn$convForward", metadata={op_name="jit(step)/jvp(Discriminator)/Conv_0/conv_general_dilated"}
+  %gemm.1 = (bf16[8,4]{1,0}, s8[0]{0}) custom-call(bf16[8,4]{1,0} %x, bf16[4,4]{1,0} %w), custom_call_target="__cublas$gemm"
+  %gemm_fusion.1 = bf16[8,4]{1,0} fusion(bf16[8,4]{1,0} %x, bf16[4,4]{1,0} %w), kind=kCustom, calls=%triton_dot
+  %loop_fusion.1 = bf16[8,4]{1,0} fusion(bf16[8,4]{1,0} %gemm_fusion.1), kind=kLoop, calls=%fused_relu
+  %copy.3 = bf16[4,8]{0,1} copy(bf16[8,4]{1,0} %loop_fusion.1)
+  %convert.1 = f32[8,4]{1,0} convert(bf16[8,4]{1,0} %loop_fusion.1)
+  %while.1 = (s32[], f32[4]{0}) while((s32[], f32[4]{0}) %t), condition=%cond, body=%body
+  ROOT %input_reduce_fusion = f32[4]{0} fusion(f32[8,4]{1,0} %convert.1), kind=kInput, calls=%fused_reduce, metadata={op_name="jit(step)/jvp(Generator)/_Norm_0/BatchNorm_0/reduce_sum"}
+}
+"""
+
+
+def test_hlo_ops_names_the_kind_of_work_of_each_instruction():
+    ops = profiling.hlo_ops(_GPU_HLO)
+    kinds = {name: info["kind"] for name, info in ops.items()}
+    assert kinds["cudnn-conv.1"] == "convolution"
+    assert kinds["gemm.1"] == "matmul" and kinds["gemm_fusion.1"] == "matmul"
+    assert kinds["loop_fusion.1"] == "elementwise fusion"
+    assert kinds["input_reduce_fusion"] == "reduction fusion"
+    assert kinds["copy.3"] == "copy/transpose" and kinds["convert.1"] == "other"
+    assert kinds["while.1"] == "control"
+    assert ops["input_reduce_fusion"]["source"].endswith("BatchNorm_0/reduce_sum")
+    assert ops["cudnn-conv.1"]["shape"].startswith("(bf16[8,8,8,8]")
+    # Instructions inside fused computations are listed too, with their own opcodes.
+    assert ops["reduce.1"]["opcode"] == "reduce" and ops["dot.1"]["kind"] == "matmul"
+
+
+def test_a_traced_program_is_split_into_kinds_of_work(tmp_path):
+    k = jax.random.normal(jax.random.PRNGKey(0), (3, 3, 16, 16))
+    w = jax.random.normal(jax.random.PRNGKey(1), (16 * 32 * 32, 64))
+
+    @jax.jit
+    def f(x):
+        h = jax.lax.conv_general_dilated(x, k, (1, 1), "SAME",
+                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        h = jnp.tanh(h) - jnp.mean(h, axis=(1, 2), keepdims=True)
+        return h.reshape(h.shape[0], -1) @ w
+
+    x = jnp.ones((8, 32, 32, 16))
+    compiled = f.lower(x).compile()
+    jax.block_until_ready(compiled(x))
+    path, wall = profiling.capture(lambda: [jax.block_until_ready(compiled(x))
+                                            for _ in range(3)], str(tmp_path))
+    s = profiling.summarize(path, compiled.as_text(), steps=3, wall_s=wall)
+    kinds = {r["kind"]: r for r in s["kinds"]}
+    assert {"convolution", "matmul"} <= set(kinds), s["kinds"]
+    assert sum(r["share"] for r in s["kinds"]) == pytest.approx(1.0)
+    assert s["op_ms_per_step"] > 0 and 0 < s["busy_ms_per_step"] <= s["op_ms_per_step"] + 1e-6
+    assert s["top"][0]["ms_per_step"] >= s["top"][-1]["ms_per_step"]
+    assert all(r["calls_per_step"] == pytest.approx(1.0) for r in s["top"])
+    text = profiling.table(s)
+    assert "| convolution |" in text and "device busy" in text
+
+
+def test_capture_fails_clearly_without_a_trace(tmp_path, monkeypatch):
+    monkeypatch.setattr(jax.profiler, "start_trace", lambda d: None)
+    monkeypatch.setattr(jax.profiler, "stop_trace", lambda: None)
+    with pytest.raises(RuntimeError, match="no .xplane.pb"):
+        profiling.capture(lambda: None, str(tmp_path))
