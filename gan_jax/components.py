@@ -23,8 +23,9 @@ def make_optimizer(cfg) -> optax.GradientTransformation:
     raise ConfigError(f"optimizer name must be adam, adamw, rmsprop or sgd, got {cfg.name!r}.")
 
 
-def make_step(config, G, D, axis_name: str | None = None):
-    """The pure ``(state, batch) -> (state, metrics)`` step that ``config`` describes."""
+def make_step(config, G, D, axis_name: str | None = None, **options):
+    """The pure ``(state, batch) -> (state, metrics)`` step that ``config`` describes;
+    ``options`` go to ``steps.make_train_step`` as they are (e.g. ``reuse_forward``)."""
     penalties = [steps.penalty(k, w) for k, w in (("gp", config.gp_weight),
                                                    ("r1", config.r1_weight)) if w]
     d_penalty = None
@@ -37,7 +38,7 @@ def make_step(config, G, D, axis_name: str | None = None):
     return steps.make_train_step(G, D, loss=config.loss, n_dis=config.n_dis,
                                  ema_decay=config.ema.decay, ema_start=config.ema.start,
                                  d_penalty=d_penalty, augment=augment, axis_name=axis_name,
-                                 share_fake=config.share_fake)
+                                 share_fake=config.share_fake, **options)
 
 
 def make_create(config, G, D, image_shape):

@@ -24,7 +24,9 @@ def defaults() -> ml_collections.ConfigDict:
                      max_examples=0,  # 0: all (device pipeline only).
                      pipeline="device",  # device: held on the accelerator; streaming: grain.
                      augment="")  # DiffAugment ops for D's inputs, e.g. "color,translation,cutout".
-    c.model = dict(name="mlp", z_dim=100, g_width=256, d_width=128)
+    # upsample (DCGAN's stride-2 layers): "auto" (phases on CPU, transpose elsewhere),
+    # "phases" or "transpose"; see gan_jax.models.layers.UpConv. Checkpoints do not depend on it.
+    c.model = dict(name="mlp", z_dim=100, g_width=256, d_width=128, upsample="auto")
     c.loss = "non_saturating"  # minimax | non_saturating | hinge | wasserstein | least_squares
     c.n_dis = 1
     c.share_fake = False  # G's update reuses D's fake batch (and G's forward), as PyTorch's DCGAN.

@@ -17,8 +17,13 @@ from gan_jax.errors import ConfigError
 
 class Engine:
 
-    def __init__(self, config, *, G, D, image_shape, init_key, data_key, images=None):
+    def __init__(self, config, *, G, D, image_shape, init_key, data_key, images=None,
+                 donate: bool = True, unroll: bool | None = None, step_options=None):
+        """``donate``, ``unroll`` (of the K-step loop; None: unrolled on CPU only) and
+        ``step_options`` (extra ``steps.make_train_step`` arguments) exist for the
+        benchmark's ablations; the trainer keeps the defaults."""
         self.config = config
+        self._donate, self._unroll = donate, unroll
         self.k = config.steps_per_dispatch
         self.rows = config.n_dis * config.batch_size
         self.pmap = config.parallel.mode == "pmap"
@@ -46,7 +51,8 @@ class Engine:
             parallel.check_batch(self.rows, self.mesh)
             self.shards = self.mesh.devices.size
         self.train_step = components.make_step(config, G, D,
-                                               axis_name=parallel.AXIS if self.pmap else None)
+                                               axis_name=parallel.AXIS if self.pmap else None,
+                                               **(step_options or {}))
         if self.streaming:
             from gan_jax.data import streaming  # grain and tfds: only when streaming
             ds = config.dataset
@@ -108,15 +114,15 @@ class Engine:
     def compile(self, state):
         """Compiles the K-step program for ``state``; returns nothing (time it outside)."""
         if self.streaming:
-            multi = steps.scan(self.train_step, self.k)
+            multi = steps.scan(self.train_step, self.k, self._unroll)
             put = lambda host: parallel.put_global(host, self.mesh, P(None, parallel.AXIS))
             from gan_jax.data import streaming
             self._prefetch = streaming.DevicePrefetcher(self._pipeline, self.k, put)
             spec = jax.ShapeDtypeStruct((self.k, self.rows, *self.image_shape), jnp.uint8,
                                         sharding=jax.sharding.NamedSharding(
                                             self.mesh, P(None, parallel.AXIS)))
-            self._run = parallel.shard_step(multi, self.mesh, batch_spec=P(None, parallel.AXIS)
-                                            ).lower(state, spec).compile()
+            self._run = parallel.shard_step(multi, self.mesh, batch_spec=P(None, parallel.AXIS),
+                                            donate=self._donate).lower(state, spec).compile()
             return
         n = len(self._images_host)
         if self.pmap:
@@ -124,14 +130,19 @@ class Engine:
                                          num_examples=n, key=self._data_key,
                                          axis_name=parallel.AXIS)
             self._images = device.put(self._images_host, pmap_devices=self.devices)
-            self._run = parallel.pmap_step(steps.repeat(step, self.k)).lower(
-                state, self._images).compile()
+            self._run = parallel.pmap_step(steps.repeat(step, self.k, self._unroll),
+                                           self._donate).lower(state, self._images).compile()
         else:
             step = device.make_data_step(self.train_step, rows_per_step=self.rows,
                                          num_examples=n, key=self._data_key, mesh=self.mesh)
             self._images = device.put(self._images_host, mesh=self.mesh)
-            self._run = parallel.shard_step(steps.repeat(step, self.k), self.mesh
+            self._run = parallel.shard_step(steps.repeat(step, self.k, self._unroll), self.mesh,
+                                            donate=self._donate
                                             ).lower(state, self._images).compile()
+
+    def hlo_text(self) -> str:
+        """The compiled K-step program as optimized HLO (what a profile's op names refer to)."""
+        return self._run.as_text()
 
     def dispatch(self, state):
         """Runs K steps; returns (state, metrics stacked over K), both still on the device."""

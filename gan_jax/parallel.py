@@ -80,19 +80,21 @@ def create_state(create_fn, key, mesh: Mesh):
     return jax.jit(create_fn, out_shardings=shardings)(key)
 
 
-def shard_step(step, mesh: Mesh, *, batch_spec=P(AXIS), extra_specs=()):
+def shard_step(step, mesh: Mesh, *, batch_spec=P(AXIS), extra_specs=(), donate: bool = True):
     """``jax.jit(step)`` with the state replicated, the batch split along ``"data"`` (or as
-    ``batch_spec`` says), replicated outputs and the state donated."""
+    ``batch_spec`` says), replicated outputs and the state donated (unless ``donate`` is
+    False: then XLA cannot update the state in place)."""
     rep = replicated(mesh)
     in_shardings = (rep, NamedSharding(mesh, batch_spec),
                     *(NamedSharding(mesh, s) for s in extra_specs))
-    return jax.jit(step, in_shardings=in_shardings, out_shardings=rep, donate_argnums=0)
+    return jax.jit(step, in_shardings=in_shardings, out_shardings=rep,
+                   donate_argnums=0 if donate else ())
 
 
-def pmap_step(step):
+def pmap_step(step, donate: bool = True):
     """``jax.pmap`` over the "data" axis with the (replicated) state donated; build the step
     with ``make_train_step(..., axis_name="data")`` and G, D with ``axis_name="data"``."""
-    return jax.pmap(step, axis_name=AXIS, donate_argnums=0)
+    return jax.pmap(step, axis_name=AXIS, donate_argnums=0 if donate else ())
 
 
 def stacked_sharding(devices) -> NamedSharding:

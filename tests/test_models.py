@@ -107,3 +107,16 @@ def test_upconv_matches_pytorch_conv_transpose_semantics():
         assert y.shape == (6, 6)
         np.testing.assert_array_equal(y[1:5, 1:5], np.asarray(k)[::-1, ::-1, 0, 0])
         assert y.sum() == np.asarray(k).sum()
+
+
+def test_config_chooses_the_upsampling_and_refuses_an_unknown_one():
+    from gan_jax import config as config_lib
+    from gan_jax import models
+    c = config_lib.defaults()
+    c.model.name = "dcgan"
+    assert models.build(c.model, (28, 28, 1))[0].upsample == "auto"
+    c.model.upsample = "transpose"
+    assert models.build(c.model, (28, 28, 1))[0].upsample == "transpose"
+    c.model.upsample = "bilinear"
+    with pytest.raises(ValueError, match="config.model.upsample must be"):
+        models.build(c.model, (28, 28, 1))

@@ -17,6 +17,10 @@ def build(model_cfg, image_shape, dtype: str = "float32", axis_name: str | None 
     ``axis_name``: the pmap axis over which BatchNorm computes its statistics."""
     h, w, c = image_shape
     dt = compute_dtype(dtype)
+    upsample = model_cfg.get("upsample", "auto")
+    if upsample not in ("auto", "phases", "transpose"):
+        raise ValueError(f"config.model.upsample must be 'auto', 'phases' or 'transpose', "
+                         f"got {upsample!r}.")
     if model_cfg.name == "mlp":
         return (mlp.Generator(z_dim=model_cfg.z_dim, hidden=model_cfg.g_width,
                               image_shape=tuple(image_shape), dtype=dt),
@@ -25,7 +29,7 @@ def build(model_cfg, image_shape, dtype: str = "float32", axis_name: str | None 
         if h != w:
             raise ValueError(f"DCGAN needs square images, the dataset has {h}x{w}.")
         return (dcgan.Generator(resolution=h, z_dim=model_cfg.z_dim, width=model_cfg.g_width,
-                                channels=c, dtype=dt, axis_name=axis_name),
+                                channels=c, dtype=dt, axis_name=axis_name, upsample=upsample),
                 dcgan.Discriminator(resolution=h, width=model_cfg.d_width, dtype=dt,
                                     axis_name=axis_name))
     raise ValueError(f"config.model.name must be 'mlp' or 'dcgan', got {model_cfg.name!r}.")
