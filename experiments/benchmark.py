@@ -7,15 +7,25 @@
 Prints a Markdown table (gan_jax rows carry their speed over the best PyTorch setting of
 the same model and batch) and writes every row to --out as JSON. Without PyTorch
 installed, or with --torch=, only gan_jax runs. --preset=h200 is the whole GPU run
-(experiments/gpu_benchmark.sh), --preset=cpu a small one for a laptop.
+(experiments/gpu_benchmark.sh), --preset=cpu a small one for a laptop; flags given
+with a preset override its values.
+
+Ablations (--ablate, repeatable) undo one choice of the default step at the last listed
+batch size, dtype and K: "reuse_forward=0", "share_fake=0", "upsample=phases",
+"donate=0", "unroll=1" (joined by '+' to undo several), or "xla=FLAGS", which runs that
+setting again in a fresh process with FLAGS added to XLA_FLAGS. --profile traces one more
+window of each of those default settings with jax.profiler and prints where its time goes.
 """
 import json
+import os
+import subprocess
 import sys
+import tempfile
 
 import jax
 from absl import app, flags, logging
 
-from gan_jax import benchmark, logs
+from gan_jax import benchmark, errors, logs, profiling
 
 _MODELS = flags.DEFINE_list("models", ["dcgan64"], "Benchmark models.")
 _BATCHES = flags.DEFINE_list("batch_sizes", ["128", "1024"], "Batch sizes.")
@@ -28,15 +38,22 @@ _WINDOWS = flags.DEFINE_integer("windows", 5, "Timed windows (the median is repo
 _WINDOW_STEPS = flags.DEFINE_integer("window_steps", 20, "Steps per timed window.")
 _OUT = flags.DEFINE_string("out", "benchmark.json", "JSON file for all rows.")
 _PRESET = flags.DEFINE_enum("preset", None, ["h200", "cpu"], "A whole run, sized for it.")
+_ABLATE = flags.DEFINE_multi_string("ablate", [], "Ablations of the default step (see above).")
+_PROFILE = flags.DEFINE_bool("profile", False, "Profile the default step of each batch.")
+_PROFILE_DIR = flags.DEFINE_string("profile_dir", "", "Where traces go ('': a temporary dir).")
+_PEAK = flags.DEFINE_float("matmul_peak", 0.0, "Known matmul FLOP/s (0: measure it).")
 
 PRESETS = {
     "h200": dict(models=["dcgan64"], batch_sizes=["128", "1024"],
                  dtypes=["float32", "bfloat16"], steps_per_dispatch=["1", "10"],
                  torch=["eager:float32", "eager:bfloat16:cl", "compile:bfloat16"],
-                 windows=5, window_steps=50),
+                 windows=5, window_steps=50, profile=True,
+                 ablate=["reuse_forward=0", "upsample=phases", "donate=0",
+                         "xla=--xla_gpu_autotune_level=0"]),
     "cpu": dict(models=["dcgan64"], batch_sizes=["16"], dtypes=["float32"],
                 steps_per_dispatch=["1", "2"], torch=["eager:float32", "eager:bfloat16"],
-                windows=3, window_steps=4),
+                windows=5, window_steps=6, profile=True,
+                ablate=["reuse_forward=0", "upsample=transpose", "donate=0"]),
 }
 
 
@@ -61,13 +78,73 @@ def _run_torch(model, batch, setting, peak, gflop):
     return r
 
 
+def _xla_variant(model, batch, dtype, k, xla_flags, peak):
+    """The default step again in a fresh process whose XLA_FLAGS include ``xla_flags``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "rows.json")
+        env = dict(os.environ, XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} {xla_flags}".strip())
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+        cmd = [sys.executable, "-m", "experiments.benchmark", f"--models={model}",
+               f"--batch_sizes={batch}", f"--dtypes={dtype}", f"--steps_per_dispatch={k}",
+               "--torch=", f"--windows={_WINDOWS.value}", f"--window_steps={_WINDOW_STEPS.value}",
+               f"--matmul_peak={peak}", f"--out={out}"]
+        r = subprocess.run(cmd, env=env, cwd=root, capture_output=True, text=True)
+        if r.returncode:
+            raise RuntimeError(f"exit {r.returncode}: {r.stderr.strip()[-400:]}")
+        with open(out) as f:
+            rows = json.load(f)["rows"]
+    for row in rows:
+        row["setting"] += f" XLA_FLAGS={xla_flags}"
+        row["ablation"] = [f"XLA_FLAGS={xla_flags}"]
+    return rows
+
+
+def _ablations(model, batch, dtype, k, peak):
+    rows = []
+    for spec in _ABLATE.value:
+        try:
+            if spec.startswith("xla="):
+                new = _xla_variant(model, batch, dtype, k, spec[len("xla="):], peak)
+            else:
+                new = [benchmark.time_gan_jax(
+                    model, batch, dtype, k, windows=_WINDOWS.value,
+                    window_steps=_WINDOW_STEPS.value, peak_flops=peak,
+                    **benchmark.parse_variant(spec))]
+        except Exception as e:  # A setting that fails to compile or run is a result too.
+            print(f"# ablation {spec} failed: {type(e).__name__}: {str(e)[:300]}", flush=True)
+            continue
+        rows += new
+        print(benchmark.table(new).splitlines()[-1], flush=True)
+    return rows
+
+
 def main(argv):
     del argv
+    with errors.exit_on_error():
+        _main()
+
+
+def _main():
     logging.set_verbosity(logging.WARNING)
-    if _PRESET.value:
+    if _PRESET.value:  # Flags given on the command line win over the preset's.
         for name, value in PRESETS[_PRESET.value].items():
-            flags.FLAGS[name].value = value
-    peak = benchmark.matmul_peak()
+            if not flags.FLAGS[name].present:
+                flags.FLAGS[name].value = value
+    for spec in _ABLATE.value:  # Refuse misspelt input before any timing.
+        if not spec.startswith("xla="):
+            benchmark.parse_variant(spec)
+    for model in _MODELS.value:
+        if model not in benchmark.MODELS:
+            raise errors.ConfigError(f"Unknown --models entry {model!r}; choose from "
+                                     f"{sorted(benchmark.MODELS)}.")
+    for dtype in _DTYPES.value:
+        if dtype not in ("float32", "bfloat16", "float16"):
+            raise errors.ConfigError(f"Unknown --dtypes entry {dtype!r}; choose from "
+                                     "float32, bfloat16, float16.")
+    peak = _PEAK.value or benchmark.matmul_peak()
+    profile_dir = _PROFILE_DIR.value or (tempfile.mkdtemp(prefix="gan_jax_profile_")
+                                         if _PROFILE.value else "")
     print(f"# {jax.devices()[0].device_kind} ({jax.default_backend()}), jax {jax.__version__}; "
           f"measured matmul peak {peak / 1e12:.2f} TFLOP/s "
           f"({'bf16' if jax.default_backend() == 'gpu' else 'f32'}; MFU is against it)",
@@ -80,12 +157,17 @@ def main(argv):
     for model in _MODELS.value:
         for batch in map(int, _BATCHES.value):
             gflop = benchmark.step_flops(model, batch)
+            main_dtype, main_k = _DTYPES.value[-1], int(_KS.value[-1])
             for dtype in _DTYPES.value:
                 for k in map(int, _KS.value):
+                    profiled = _PROFILE.value and (dtype, k) == (main_dtype, main_k)
                     rows.append(benchmark.time_gan_jax(
                         model, batch, dtype, k, windows=_WINDOWS.value,
-                        window_steps=_WINDOW_STEPS.value, peak_flops=peak))
+                        window_steps=_WINDOW_STEPS.value, peak_flops=peak,
+                        profile_dir=profile_dir if profiled else None))
                     print(benchmark.table(rows[-1:]).splitlines()[-1], flush=True)
+            if batch == int(_BATCHES.value[-1]):
+                rows += _ablations(model, batch, main_dtype, main_k, peak)
             for setting in settings:
                 try:
                     rows.append(_run_torch(model, batch, setting, peak, gflop))
@@ -96,8 +178,19 @@ def main(argv):
                 print(benchmark.table(rows[-1:]).splitlines()[-1], flush=True)
     print()
     print(benchmark.table(rows))
+    if any(r.get("ablation") for r in rows):
+        print("\nWhat each choice of the default step buys:\n")
+        print(benchmark.ablation_table(rows))
+    for r in rows:
+        prof = r.get("profile")
+        if prof:
+            print(f"\nWhere the time goes: {r['model']} batch {r['batch']} {r['dtype']} "
+                  f"{r['setting']} (trace: {prof.get('trace', '-')})\n")
+            print(f"profiling failed: {prof['error']}" if "error" in prof
+                  else profiling.table(prof))
     meta = {"device": jax.devices()[0].device_kind, "backend": jax.default_backend(),
-            "jax": jax.__version__, "matmul_peak_tflops": peak / 1e12, "argv": sys.argv}
+            "jax": jax.__version__, "matmul_peak_tflops": peak / 1e12, "argv": sys.argv,
+            "xla_flags": os.environ.get("XLA_FLAGS", "")}
     logs.atomic_write_bytes(_OUT.value, json.dumps({"meta": meta, "rows": rows},
                                                    indent=2).encode())
 

@@ -11,6 +11,7 @@ import numpy as np
 from gan_jax import config as config_lib
 from gan_jax import flops, models
 from gan_jax.engine import Engine
+from gan_jax.errors import ConfigError
 
 # name -> (resolution, channels, width): DCGAN as in Radford et al. at 64x64.
 MODELS = {"dcgan64": (64, 3, 64), "dcgan32": (32, 3, 64), "dcgan28": (28, 1, 32)}
@@ -20,7 +21,7 @@ def bench_config(model: str, batch: int, dtype: str, k: int, share_fake: bool = 
     """The trainer config of the benchmarked step: one D + one G update, non-saturating
     loss, Adam(2e-4, 0.5); ``share_fake``: G reuses D's fake batch, as PyTorch's DCGAN."""
     if model not in MODELS:
-        raise ValueError(f"Unknown benchmark model {model!r}; choose from {sorted(MODELS)}.")
+        raise ConfigError(f"Unknown benchmark model {model!r}; choose from {sorted(MODELS)}.")
     _, _, width = MODELS[model]
     c = config_lib.defaults()
     c.model.name, c.model.g_width, c.model.d_width = "dcgan", width, width
@@ -60,12 +61,43 @@ def _peak_memory() -> int | None:
     return stats.get("peak_bytes_in_use")
 
 
+# Ablations: each undoes one choice of the default step (see docs/benchmarks.md).
+VARIANTS = {"share_fake": bool, "reuse_forward": bool, "upsample": str, "donate": bool,
+            "unroll": bool}
+_DEFAULTS = {"share_fake": True, "reuse_forward": True, "upsample": "auto", "donate": True,
+             "unroll": None}
+
+
+def parse_variant(spec: str) -> dict:
+    """"reuse_forward=0+upsample=phases" -> {"reuse_forward": False, "upsample": "phases"}."""
+    out = {}
+    for part in filter(None, spec.split("+")):
+        key, sep, value = part.partition("=")
+        if not sep or key not in VARIANTS:
+            raise ConfigError(f"Bad ablation {part!r} in {spec!r}: write key=value with key "
+                             f"one of {sorted(VARIANTS)} (e.g. reuse_forward=0), joined by '+'.")
+        if VARIANTS[key] is bool:
+            if value not in ("0", "1", "true", "false"):
+                raise ConfigError(f"Ablation {key} takes 0 or 1, got {value!r}.")
+            out[key] = value in ("1", "true")
+        elif key == "upsample" and value not in ("auto", "phases", "transpose"):
+            raise ConfigError(f"Ablation upsample takes auto, phases or transpose, got {value!r}.")
+        else:
+            out[key] = value
+    return out
+
+
 def time_gan_jax(model: str, batch: int, dtype: str, k: int, *, windows: int = 5,
                  window_steps: int = 20, peak_flops: float | None = None,
-                 share_fake: bool = True) -> dict:
+                 share_fake: bool = True, reuse_forward: bool = True, upsample: str = "auto",
+                 donate: bool = True, unroll: bool | None = None,
+                 profile_dir: str | None = None) -> dict:
     """Times the trainer's K-step program: median over ``windows`` timed windows of about
-    ``window_steps`` steps, synchronising only at window edges, after a warm-up."""
+    ``window_steps`` steps, synchronising only at window edges, after a warm-up. The other
+    arguments are the ablations (the defaults are the trainer's step); ``profile_dir``:
+    also trace one more window with ``jax.profiler`` and add its summary as "profile"."""
     config = bench_config(model, batch, dtype, k, share_fake)
+    config.model.upsample = upsample
     resolution, channels, _ = MODELS[model]
     shape = (resolution, resolution, channels)
     G, D = models.build(config.model, shape, dtype)
@@ -73,7 +105,8 @@ def time_gan_jax(model: str, batch: int, dtype: str, k: int, *, windows: int = 5
                                                dtype=np.uint8)
     init_key, data_key = jax.random.split(jax.random.PRNGKey(0))
     engine = Engine(config, G=G, D=D, image_shape=shape, init_key=init_key,
-                    data_key=data_key, images=images)
+                    data_key=data_key, images=images, donate=donate, unroll=unroll,
+                    step_options={} if reuse_forward else {"reuse_forward": False})
     state = engine.new_state()
     step_flops = flops.count(engine.train_step, jax.eval_shape(lambda: state),
                              jax.ShapeDtypeStruct((batch, *shape), jnp.uint8))
@@ -81,26 +114,47 @@ def time_gan_jax(model: str, batch: int, dtype: str, k: int, *, windows: int = 5
     engine.compile(state)
     compile_s = time.perf_counter() - t
     dispatches = max(1, window_steps // k)
+    box = {"state": state}
+
+    def window():
+        for _ in range(dispatches):
+            box["state"], box["metrics"] = engine.dispatch(box["state"])
+        jax.block_until_ready(box["state"])
+
     for _ in range(max(2, dispatches // 2)):  # warm-up
-        state, metrics = engine.dispatch(state)
-    jax.block_until_ready(state)
+        box["state"], box["metrics"] = engine.dispatch(box["state"])
+    jax.block_until_ready(box["state"])
     per_step = []
     for _ in range(windows):
         t = time.perf_counter()
-        for _ in range(dispatches):
-            state, metrics = engine.dispatch(state)
-        jax.block_until_ready(state)
+        window()
         per_step.append((time.perf_counter() - t) / (dispatches * k))
+    last = {name: float(np.asarray(jax.device_get(v))[-1])
+            for name, v in box["metrics"].items()}
+    profile = None
+    if profile_dir:
+        from gan_jax import profiling
+        try:
+            path, wall = profiling.capture(window, profile_dir)
+            profile = profiling.summarize(path, engine.hlo_text(), steps=dispatches * k,
+                                          wall_s=wall)
+            profile["trace"] = path
+        except Exception as e:  # No profiler (e.g. no CUPTI) must not cost the timings.
+            profile = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
     engine.close()
     s = statistics.median(per_step)
-    last = {name: float(np.asarray(jax.device_get(v))[-1]) for name, v in metrics.items()}
-    out = {"framework": "gan_jax", "setting": f"jit{' K=' + str(k) if k > 1 else ''}",
+    given = {"share_fake": share_fake, "reuse_forward": reuse_forward, "upsample": upsample,
+             "donate": donate, "unroll": unroll}
+    tags = [f"{key}={int(v) if isinstance(v, bool) else v}" for key, v in given.items()
+            if v != _DEFAULTS[key]]
+    out = {"framework": "gan_jax",
+           "setting": " ".join([f"jit{' K=' + str(k) if k > 1 else ''}", *tags]),
            "model": model, "batch": batch, "dtype": dtype, "steps_per_dispatch": k,
            "ms_per_step": 1e3 * s, "img_per_s": batch / s, "compile_s": compile_s,
            "gflop_per_step": step_flops / 1e9, "tflop_per_s": step_flops / s / 1e12,
            "peak_memory_bytes": _peak_memory(), "d_loss": last["d_loss"],
            "g_loss": last["g_loss"], "devices": engine.shards,
-           "backend": jax.default_backend()}
+           "backend": jax.default_backend(), "ablation": tags, "profile": profile}
     out["mfu"] = step_flops / s / peak_flops if peak_flops else None
     return out
 
@@ -141,4 +195,22 @@ def table(rows: list[dict]) -> str:
             + (f"{r['img_per_s'] / ratio:.2f}x" if ratio and r["framework"] == "gan_jax"
                else "-")
             + f" | {r['d_loss']:.3f} | {r['g_loss']:.3f} |")
+    return "\n".join(lines)
+
+
+def ablation_table(rows: list[dict]) -> str:
+    """For each ablated gan_jax row, what the undone choice buys: the default step's speed
+    over the ablated one at the same model, batch, dtype and K."""
+    base = {(r["model"], r["batch"], r["dtype"], r["steps_per_dispatch"]): r for r in rows
+            if r["framework"] == "gan_jax" and not r.get("ablation")}
+    lines = ["| model | batch | dtype | K | ablation | img/s | default img/s | default is |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if r["framework"] != "gan_jax" or not r.get("ablation"):
+            continue
+        b = base.get((r["model"], r["batch"], r["dtype"], r["steps_per_dispatch"]))
+        lines.append(f"| {r['model']} | {r['batch']} | {r['dtype']} | {r['steps_per_dispatch']} "
+                     f"| {' '.join(r['ablation'])} | {r['img_per_s']:,.0f} | "
+                     + (f"{b['img_per_s']:,.0f} | {b['img_per_s'] / r['img_per_s']:.2f}x |"
+                        if b else "- | - |"))
     return "\n".join(lines)

@@ -1,9 +1,19 @@
+import json
+import pathlib
+import subprocess
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
-from gan_jax import benchmark, flops
+from gan_jax import benchmark, flops, models
+from gan_jax.engine import Engine
+from gan_jax.errors import ConfigError
 from gan_jax.models import dcgan, layers
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def test_flops_from_layer_shapes_match_a_hand_count():
@@ -53,3 +63,79 @@ def test_pytorch_reference_runs_the_same_model():
                                        window_steps=1, device="cpu")
     assert row["framework"] == "pytorch" and row["ms_per_step"] > 0
     assert np.isfinite(row["d_loss"]) and np.isfinite(row["g_loss"])
+
+
+def test_ablations_are_parsed_and_bad_ones_refused():
+    assert benchmark.parse_variant("reuse_forward=0+upsample=transpose+unroll=1") == {
+        "reuse_forward": False, "upsample": "transpose", "unroll": True}
+    assert benchmark.parse_variant("") == {}
+    for bad, match in (("reuse=0", "key one of"), ("donate", "key=value"),
+                       ("donate=maybe", "0 or 1"), ("upsample=bilinear", "phases")):
+        with pytest.raises(ConfigError, match=match):
+            benchmark.parse_variant(bad)
+
+
+def test_an_ablated_step_is_timed_and_labelled():
+    row = benchmark.time_gan_jax("dcgan28", 8, "float32", 1, windows=1, window_steps=1,
+                                 reuse_forward=False, upsample="transpose", donate=False)
+    assert row["ablation"] == ["reuse_forward=0", "upsample=transpose", "donate=0"]
+    assert row["setting"] == "jit reuse_forward=0 upsample=transpose donate=0"
+    # Recomputing G's forward for its update costs one more G forward per step.
+    g_forward = 2 * 8 * (100 * 7 * 7 * 64 + sum(s * s * cout * 4 * cin for s, cin, cout in
+                                               ((14, 64, 32), (28, 32, 1))))
+    assert row["gflop_per_step"] * 1e9 == benchmark.step_flops("dcgan28", 8) + g_forward
+    assert np.isfinite(row["d_loss"]) and row["profile"] is None
+    base = dict(row, ablation=[], setting="jit", img_per_s=3 * row["img_per_s"])
+    text = benchmark.ablation_table([base, row])
+    assert "| reuse_forward=0 upsample=transpose donate=0 |" in text and "| 3.00x |" in text
+
+
+@pytest.mark.parametrize("donate", [True, False])
+def test_engine_donates_the_state_unless_told_not_to(donate):
+    config = benchmark.bench_config("dcgan28", 8, "float32", 1)
+    config.model.name, config.model.g_width, config.model.d_width = "mlp", 16, 16
+    G, D = models.build(config.model, (28, 28, 1))
+    engine = Engine(config, G=G, D=D, image_shape=(28, 28, 1), init_key=jax.random.PRNGKey(0),
+                    data_key=jax.random.PRNGKey(1), images=np.zeros((16, 28, 28, 1), np.uint8),
+                    donate=donate)
+    state = engine.new_state()
+    engine.compile(state)
+    new, _ = engine.dispatch(state)
+    assert int(new.step) == 1
+    assert state.g_params["Dense_0"]["kernel"].is_deleted() == donate
+
+
+def test_benchmark_script_profiles_ablates_and_survives_a_failing_setting(tmp_path):
+    out = tmp_path / "rows.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "experiments.benchmark", "--models=dcgan28", "--batch_sizes=8",
+         "--dtypes=float32", "--steps_per_dispatch=1", "--torch=", "--windows=1",
+         "--window_steps=1", "--matmul_peak=1e11", "--profile", "--ablate=donate=0",
+         "--ablate=xla=--xla_cpu_enable_fast_math=false", "--ablate=xla=--xla_no_such_flag",
+         f"--profile_dir={tmp_path / 'trace'}", f"--out={out}"],
+        cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["setting"] for r in rows] == [
+        "jit", "jit donate=0", "jit XLA_FLAGS=--xla_cpu_enable_fast_math=false"]
+    assert rows[0]["profile"]["kinds"] and not rows[1]["profile"]
+    assert pathlib.Path(rows[0]["profile"]["trace"]).is_file()
+    assert "# ablation xla=--xla_no_such_flag failed" in proc.stdout
+    assert "What each choice of the default step buys" in proc.stdout
+    assert "Where the time goes: dcgan28 batch 8 float32 jit" in proc.stdout
+    bad = subprocess.run([sys.executable, "-m", "experiments.benchmark", "--models=dcgan65",
+                          f"--out={tmp_path / 'none.json'}"],
+                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 1 and "Unknown --models entry 'dcgan65'" in bad.stderr
+    assert not (tmp_path / "none.json").exists()
+
+
+@pytest.mark.parametrize("module", ["experiments.benchmark", "experiments.eval_benchmark"])
+def test_gpu_benchmark_needs_neither_tfds_nor_grain(module):
+    # The GPU machines have jax, flax, optax, orbax and torch, not tfds or grain.
+    code = ("import sys\nfor m in ('tensorflow_datasets', 'grain', 'tensorflow'):\n"
+            "    sys.modules[m] = None\n"
+            f"import {module}\nprint('imported')")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0 and "imported" in proc.stdout, proc.stderr[-2000:]
