@@ -14,7 +14,8 @@ Ablations (--ablate, repeatable) undo one choice of the default step at the last
 batch size, dtype and K: "reuse_forward=0", "share_fake=0", "upsample=phases",
 "donate=0", "unroll=1" (joined by '+' to undo several), or "xla=FLAGS", which runs that
 setting again in a fresh process with FLAGS added to XLA_FLAGS. --profile traces one more
-window of each of those default settings with jax.profiler and prints where its time goes.
+window of the last listed dtype and K at every batch size with jax.profiler and prints
+where its time goes.
 """
 import json
 import os
