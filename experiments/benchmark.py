@@ -37,7 +37,8 @@ _TORCH = flags.DEFINE_list(
               "compile:bfloat16"], "PyTorch settings, mode:dtype[:cl] ('' for none).")
 _WINDOWS = flags.DEFINE_integer("windows", 5, "Timed windows (the median is reported).")
 _WINDOW_STEPS = flags.DEFINE_integer("window_steps", 20, "Steps per timed window.")
-_OUT = flags.DEFINE_string("out", "benchmark.json", "JSON file for all rows.")
+_OUT = flags.DEFINE_string("out", "benchmark.json", "JSON file for all rows (written at the "
+                           "end; <out>.partial holds the rows so far while it runs).")
 _PRESET = flags.DEFINE_enum("preset", None, ["h200", "cpu"], "A whole run, sized for it.")
 _ABLATE = flags.DEFINE_multi_string("ablate", [], "Ablations of the default step (see above).")
 _PROFILE = flags.DEFINE_bool("profile", False, "Profile the default step of each batch.")
@@ -101,8 +102,7 @@ def _xla_variant(model, batch, dtype, k, xla_flags, peak):
     return rows
 
 
-def _ablations(model, batch, dtype, k, peak):
-    rows = []
+def _ablations(model, batch, dtype, k, peak, add):
     for spec in _ABLATE.value:
         try:
             if spec.startswith("xla="):
@@ -115,9 +115,7 @@ def _ablations(model, batch, dtype, k, peak):
         except Exception as e:  # A setting that fails to compile or run is a result too.
             print(f"# ablation {spec} failed: {type(e).__name__}: {str(e)[:300]}", flush=True)
             continue
-        rows += new
-        print(benchmark.table(new).splitlines()[-1], flush=True)
-    return rows
+        add(new)
 
 
 def main(argv):
@@ -154,7 +152,19 @@ def _main():
     if settings and not _torch_available():
         print("# PyTorch is not installed (pip install -e .[torch]): gan_jax only.")
         settings = []
+    meta = {"device": jax.devices()[0].device_kind, "backend": jax.default_backend(),
+            "jax": jax.__version__, "matmul_peak_tflops": peak / 1e12, "argv": sys.argv,
+            "xla_flags": os.environ.get("XLA_FLAGS", "")}
     rows = []
+
+    def add(new_rows):
+        # Each row is saved at once to <out>.partial, so a run that is stopped keeps what it
+        # measured; --out itself is written only by a run that finishes.
+        rows.extend(new_rows)
+        for r in new_rows:
+            print(benchmark.table([r]).splitlines()[-1], flush=True)
+        _save(rows, meta, complete=False)
+
     for model in _MODELS.value:
         for batch in map(int, _BATCHES.value):
             gflop = benchmark.step_flops(model, batch)
@@ -162,21 +172,18 @@ def _main():
             for dtype in _DTYPES.value:
                 for k in map(int, _KS.value):
                     profiled = _PROFILE.value and (dtype, k) == (main_dtype, main_k)
-                    rows.append(benchmark.time_gan_jax(
+                    add([benchmark.time_gan_jax(
                         model, batch, dtype, k, windows=_WINDOWS.value,
                         window_steps=_WINDOW_STEPS.value, peak_flops=peak,
-                        profile_dir=profile_dir if profiled else None))
-                    print(benchmark.table(rows[-1:]).splitlines()[-1], flush=True)
+                        profile_dir=profile_dir if profiled else None)])
             if batch == int(_BATCHES.value[-1]):
-                rows += _ablations(model, batch, main_dtype, main_k, peak)
+                _ablations(model, batch, main_dtype, main_k, peak, add)
             for setting in settings:
                 try:
-                    rows.append(_run_torch(model, batch, setting, peak, gflop))
+                    add([_run_torch(model, batch, setting, peak, gflop)])
                 except Exception as e:  # A setting that fails is a result too.
                     print(f"# PyTorch {setting} failed: {type(e).__name__}: {str(e)[:300]}",
                           flush=True)
-                    continue
-                print(benchmark.table(rows[-1:]).splitlines()[-1], flush=True)
     print()
     print(benchmark.table(rows))
     if any(r.get("ablation") for r in rows):
@@ -189,12 +196,15 @@ def _main():
                   f"{r['setting']} (trace: {prof.get('trace', '-')})\n")
             print(f"profiling failed: {prof['error']}" if "error" in prof
                   else profiling.table(prof))
-    meta = {"device": jax.devices()[0].device_kind, "backend": jax.default_backend(),
-            "jax": jax.__version__, "matmul_peak_tflops": peak / 1e12, "argv": sys.argv,
-            "xla_flags": os.environ.get("XLA_FLAGS", "")}
-    logs.atomic_write_bytes(_OUT.value, json.dumps({"meta": meta, "rows": rows},
-                                                   indent=2).encode())
+    _save(rows, meta, complete=True)
 
+
+def _save(rows, meta, complete: bool):
+    partial = _OUT.value + ".partial"
+    logs.atomic_write_bytes(_OUT.value if complete else partial, json.dumps(
+        {"meta": {**meta, "complete": complete}, "rows": rows}, indent=2).encode())
+    if complete and os.path.exists(partial):
+        os.remove(partial)
 
 if __name__ == "__main__":
     app.run(main)

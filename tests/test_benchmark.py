@@ -2,6 +2,7 @@ import json
 import pathlib
 import subprocess
 import sys
+import time
 
 import jax
 import jax.numpy as jnp
@@ -123,6 +124,8 @@ def test_benchmark_script_profiles_ablates_and_survives_a_failing_setting(tmp_pa
     assert "# ablation xla=--xla_no_such_flag failed" in proc.stdout
     assert "What each choice of the default step buys" in proc.stdout
     assert "Where the time goes: dcgan28 batch 8 float32 jit" in proc.stdout
+    assert json.loads(out.read_text())["meta"]["complete"]
+    assert not pathlib.Path(f"{out}.partial").exists()
     bad = subprocess.run([sys.executable, "-m", "experiments.benchmark", "--models=dcgan65",
                           f"--out={tmp_path / 'none.json'}"],
                          cwd=REPO, capture_output=True, text=True, timeout=120)
@@ -139,3 +142,27 @@ def test_gpu_benchmark_needs_neither_tfds_nor_grain(module):
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 0 and "imported" in proc.stdout, proc.stderr[-2000:]
+
+
+def test_a_stopped_benchmark_keeps_its_rows_and_the_previous_results(tmp_path):
+    out = tmp_path / "rows.json"
+    out.write_text("results of an earlier run")
+    partial = pathlib.Path(f"{out}.partial")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "experiments.benchmark", "--models=dcgan28", "--batch_sizes=8",
+         "--dtypes=float32", "--steps_per_dispatch=1", "--torch=", "--windows=1",
+         "--window_steps=1", "--matmul_peak=1e11", "--ablate=donate=0",
+         "--ablate=reuse_forward=0", f"--out={out}"],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not partial.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        proc.kill()
+        proc.wait()
+    finally:
+        proc.kill()
+    assert partial.exists(), proc.stderr.read()[-2000:]
+    saved = json.loads(partial.read_text())
+    assert not saved["meta"]["complete"] and saved["rows"][0]["setting"] == "jit"
+    assert out.read_text() == "results of an earlier run"
