@@ -49,7 +49,7 @@ PRESETS = {
     "h200": dict(models=["dcgan64"], batch_sizes=["128", "1024"],
                  dtypes=["float32", "bfloat16"], steps_per_dispatch=["1", "10"],
                  torch=["eager:float32", "eager:bfloat16:cl", "compile:bfloat16"],
-                 windows=5, window_steps=50, profile=True,
+                 windows=5, window_steps=30, profile=True,
                  ablate=["reuse_forward=0", "upsample=phases", "donate=0",
                          "xla=--xla_gpu_autotune_level=0"]),
     "cpu": dict(models=["dcgan64"], batch_sizes=["16"], dtypes=["float32"],
