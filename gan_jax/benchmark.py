@@ -63,9 +63,10 @@ def _peak_memory() -> int | None:
 
 # Ablations: each undoes one choice of the default step (see docs/benchmarks.md).
 VARIANTS = {"share_fake": bool, "reuse_forward": bool, "upsample": str, "donate": bool,
-            "unroll": bool}
+            "unroll": bool, "data": str}
 _DEFAULTS = {"share_fake": True, "reuse_forward": True, "upsample": "auto", "donate": True,
-             "unroll": None}
+             "unroll": None, "data": "shuffled"}
+_CHOICES = {"upsample": ("auto", "phases", "transpose"), "data": ("shuffled", "sequential")}
 
 
 def parse_variant(spec: str) -> dict:
@@ -80,17 +81,21 @@ def parse_variant(spec: str) -> dict:
             if value not in ("0", "1", "true", "false"):
                 raise ConfigError(f"Ablation {key} takes 0 or 1, got {value!r}.")
             out[key] = value in ("1", "true")
-        elif key == "upsample" and value not in ("auto", "phases", "transpose"):
-            raise ConfigError(f"Ablation upsample takes auto, phases or transpose, got {value!r}.")
+        elif value not in _CHOICES[key]:
+            raise ConfigError(f"Ablation {key} takes one of {', '.join(_CHOICES[key])}, "
+                              f"got {value!r}.")
         else:
             out[key] = value
+    if all(_DEFAULTS[key] == v for key, v in out.items()):
+        raise ConfigError(f"Ablation {spec!r} changes nothing: give a value that differs from "
+                          f"the default step's ({_DEFAULTS}).")
     return out
 
 
 def time_gan_jax(model: str, batch: int, dtype: str, k: int, *, windows: int = 5,
                  window_steps: int = 20, peak_flops: float | None = None,
                  share_fake: bool = True, reuse_forward: bool = True, upsample: str = "auto",
-                 donate: bool = True, unroll: bool | None = None,
+                 donate: bool = True, unroll: bool | None = None, data: str = "shuffled",
                  profile_dir: str | None = None) -> dict:
     """Times the trainer's K-step program: median over ``windows`` timed windows of about
     ``window_steps`` steps, synchronising only at window edges, after a warm-up. The other
@@ -106,6 +111,7 @@ def time_gan_jax(model: str, batch: int, dtype: str, k: int, *, windows: int = 5
     init_key, data_key = jax.random.split(jax.random.PRNGKey(0))
     engine = Engine(config, G=G, D=D, image_shape=shape, init_key=init_key,
                     data_key=data_key, images=images, donate=donate, unroll=unroll,
+                    data_order=data,
                     step_options={} if reuse_forward else {"reuse_forward": False})
     state = engine.new_state()
     step_flops = flops.count(engine.train_step, jax.eval_shape(lambda: state),
@@ -144,7 +150,7 @@ def time_gan_jax(model: str, batch: int, dtype: str, k: int, *, windows: int = 5
     engine.close()
     s = statistics.median(per_step)
     given = {"share_fake": share_fake, "reuse_forward": reuse_forward, "upsample": upsample,
-             "donate": donate, "unroll": unroll}
+             "donate": donate, "unroll": unroll, "data": data}
     tags = [f"{key}={int(v) if isinstance(v, bool) else v}" for key, v in given.items()
             if v != _DEFAULTS[key]]
     out = {"framework": "gan_jax",

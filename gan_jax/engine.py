@@ -18,12 +18,14 @@ from gan_jax.errors import ConfigError
 class Engine:
 
     def __init__(self, config, *, G, D, image_shape, init_key, data_key, images=None,
-                 donate: bool = True, unroll: bool | None = None, step_options=None):
-        """``donate``, ``unroll`` (of the K-step loop; None: unrolled on CPU only) and
-        ``step_options`` (extra ``steps.make_train_step`` arguments) exist for the
-        benchmark's ablations; the trainer keeps the defaults."""
+                 donate: bool = True, unroll: bool | None = None, step_options=None,
+                 data_order: str = "shuffled"):
+        """``donate``, ``unroll`` (of the K-step loop; None: unrolled on CPU only),
+        ``step_options`` (extra ``steps.make_train_step`` arguments) and ``data_order``
+        (of device-resident data, see ``data.device``) exist for the benchmark's
+        ablations; the trainer keeps the defaults."""
         self.config = config
-        self._donate, self._unroll = donate, unroll
+        self._donate, self._unroll, self._data_order = donate, unroll, data_order
         self.k = config.steps_per_dispatch
         self.rows = config.n_dis * config.batch_size
         self.pmap = config.parallel.mode == "pmap"
@@ -128,13 +130,14 @@ class Engine:
         if self.pmap:
             step = device.make_data_step(self.train_step, rows_per_step=self.rows // self.shards,
                                          num_examples=n, key=self._data_key,
-                                         axis_name=parallel.AXIS)
+                                         axis_name=parallel.AXIS, order=self._data_order)
             self._images = device.put(self._images_host, pmap_devices=self.devices)
             self._run = parallel.pmap_step(steps.repeat(step, self.k, self._unroll),
                                            self._donate).lower(state, self._images).compile()
         else:
             step = device.make_data_step(self.train_step, rows_per_step=self.rows,
-                                         num_examples=n, key=self._data_key, mesh=self.mesh)
+                                         num_examples=n, key=self._data_key, mesh=self.mesh,
+                                         order=self._data_order)
             self._images = device.put(self._images_host, mesh=self.mesh)
             self._run = parallel.shard_step(steps.repeat(step, self.k, self._unroll), self.mesh,
                                             donate=self._donate

@@ -91,14 +91,15 @@ class _StepOnly(flax.struct.PyTreeNode):
     step: jax.Array
 
 
-def test_sharded_device_data_draws_each_shard_once_per_epoch():
+@pytest.mark.parametrize("order", ["shuffled", "sequential"])
+def test_sharded_device_data_draws_each_shard_once_per_epoch(order):
     mesh = parallel.make_mesh()
     n, rows = 40, 8  # 10 images per shard, 2 per shard per step
     images = np.arange(n, dtype=np.uint8).reshape(n, 1, 1, 1) * np.ones((1, 2, 2, 1), np.uint8)
     seen = []
     fake_step = lambda state, batch: (state, batch[:, 0, 0, 0])
     draw = device.make_data_step(fake_step, rows_per_step=rows, num_examples=n,
-                                 key=jax.random.PRNGKey(3), mesh=mesh)
+                                 key=jax.random.PRNGKey(3), mesh=mesh, order=order)
     on_device = device.put(images, mesh=mesh)
     f = jax.jit(lambda s, x: draw(s, x)[1])
     for t in range(5):
@@ -108,6 +109,11 @@ def test_sharded_device_data_draws_each_shard_once_per_epoch():
     for k in range(4):
         assert sorted(seen[:, 2 * k:2 * k + 2].reshape(-1).tolist()) == list(range(10 * k,
                                                                                  10 * k + 10))
+    in_order = seen[:, :2].reshape(-1).tolist() == list(range(10))
+    assert in_order == (order == "sequential")
+    with pytest.raises(ValueError, match="order must be one of"):
+        device.make_data_step(fake_step, rows_per_step=rows, num_examples=n,
+                              key=jax.random.PRNGKey(3), mesh=mesh, order="random")
 
 
 def test_bad_layouts_fail_before_compiling(mnist_dir, tmp_path):

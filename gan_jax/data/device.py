@@ -18,9 +18,16 @@ from gan_jax import parallel
 from gan_jax.data import shuffle
 
 
-def _draw(images_local, key, step, rows_local: int, shard):
-    idx = shuffle.batch_indices(jax.random.fold_in(key, shard), step, rows_local,
-                                images_local.shape[0])
+ORDERS = ("shuffled", "sequential")
+
+
+def _draw(images_local, key, step, rows_local: int, shard, order: str = "shuffled"):
+    n = images_local.shape[0]
+    if order == "sequential":  # The benchmark's measure of what the shuffle costs.
+        step = jnp.asarray(step, jnp.int32)
+        idx = ((step % n) * rows_local + jnp.arange(rows_local, dtype=jnp.int32)) % n
+    else:
+        idx = shuffle.batch_indices(jax.random.fold_in(key, shard), step, rows_local, n)
     return jnp.take(images_local, idx, axis=0)
 
 
@@ -30,14 +37,17 @@ def shard_size(num_examples: int, num_shards: int) -> int:
 
 
 def make_data_step(train_step, *, rows_per_step: int, num_examples: int, key, mesh=None,
-                   axis_name: str | None = None):
+                   axis_name: str | None = None, order: str = "shuffled"):
     """Turns ``train_step(state, batch)`` into ``step(state, images)`` that draws
     ``rows_per_step`` images (``n_dis * batch_size``) from device-resident ``images``.
 
     ``images`` is the whole dataset on one device; with ``mesh``, the array that
     ``put(images, mesh)`` returns (split along "data"); under ``pmap`` (``axis_name``), this
     device's shard. ``rows_per_step`` is global in the first two cases, per device in the
-    last."""
+    last. ``order="sequential"`` reads the shard in order instead (no shuffle), for the
+    benchmark's ablation."""
+    if order not in ORDERS:
+        raise ValueError(f"order must be one of {ORDERS}, got {order!r}.")
     shards = 1 if mesh is None else mesh.devices.size
     if axis_name is not None:
         shards = jax.local_device_count()
@@ -50,15 +60,15 @@ def make_data_step(train_step, *, rows_per_step: int, num_examples: int, key, me
     if axis_name is not None:
         def data_step(state, images_local):
             batch = _draw(images_local, key, state.step, rows_local,
-                          jax.lax.axis_index(axis_name))
+                          jax.lax.axis_index(axis_name), order)
             return train_step(state, batch)
     elif mesh is None:
         def data_step(state, images):
-            return train_step(state, _draw(images, key, state.step, rows_local, 0))
+            return train_step(state, _draw(images, key, state.step, rows_local, 0, order))
     else:
         draw = jax.shard_map(
             lambda images_local, step: _draw(images_local, key, step, rows_local,
-                                             jax.lax.axis_index(parallel.AXIS)),
+                                             jax.lax.axis_index(parallel.AXIS), order),
             mesh=mesh, in_specs=(P(parallel.AXIS), P()), out_specs=P(parallel.AXIS))
 
         def data_step(state, images):
