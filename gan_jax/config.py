@@ -139,8 +139,11 @@ def to_dict(config: ml_collections.ConfigDict) -> dict:
     return json.loads(config.to_json())
 
 
-def diff(old: dict, new: dict) -> list[str]:
-    """Lines ``key: old -> new`` for every key whose value differs."""
+def diff(old: dict, new: dict, defaults: dict | None = None) -> list[str]:
+    """Lines ``key: old -> new`` for every key whose value differs. With ``defaults``, a key
+    that ``old`` lacks (added to gan_jax after that run) counts as its default value."""
     a, b = flatten(old), flatten(new)
+    if defaults is not None:
+        a = {**{k: v for k, v in flatten(defaults).items() if k not in a}, **a}
     return [f"{k}: {a.get(k, '<absent>')!r} -> {b.get(k, '<absent>')!r}"
             for k in sorted(set(a) | set(b)) if a.get(k, "<absent>") != b.get(k, "<absent>")]

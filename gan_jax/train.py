@@ -25,7 +25,8 @@ def check_workdir(workdir: pathlib.Path, config) -> None:
     """Refuses a workdir whose run had another config. Reads only."""
     path = workdir / "config.json"
     if path.exists():
-        differences = config_lib.diff(json.loads(path.read_text()), config_lib.to_dict(config))
+        differences = config_lib.diff(json.loads(path.read_text()), config_lib.to_dict(config),
+                                      defaults=config_lib.to_dict(config_lib.defaults()))
         if differences:
             raise WorkdirError(
                 f"{workdir} holds a run with another config; refusing to mix them. Keys that "

@@ -107,3 +107,16 @@ def test_entry_point_rejects_bad_keys(repo_root, mnist_dir, tmp_path):
               "--config.dataset.name=nope", f"--workdir={tmp_path}", env_dir=mnist_dir)
     assert r.returncode == 1 and "\nerror: Unknown dataset 'nope'" in "\n" + r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_a_run_from_before_a_new_config_key_still_resumes(repo_root, tmp_path):
+    # Runs saved before model.upsample existed lack it; at its default they are the same run.
+    from gan_jax import config as config_lib
+    c = _config(repo_root)
+    saved = config_lib.to_dict(c)
+    del saved["model"]["upsample"]
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    train.check_workdir(tmp_path, c)
+    c.model.upsample = "transpose"
+    with pytest.raises(WorkdirError, match="model.upsample: 'auto' -> 'transpose'"):
+        train.check_workdir(tmp_path, c)
