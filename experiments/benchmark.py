@@ -28,6 +28,7 @@ import jax
 from absl import app, flags, logging
 
 from gan_jax import benchmark, errors, logs, profiling
+from gan_jax.models.registry import DTYPES
 
 _MODELS = flags.DEFINE_list("models", ["dcgan64"], "Benchmark models.")
 _BATCHES = flags.DEFINE_list("batch_sizes", ["128", "1024"], "Batch sizes.")
@@ -139,9 +140,9 @@ def _main():
             raise errors.ConfigError(f"Unknown --models entry {model!r}; choose from "
                                      f"{sorted(benchmark.MODELS)}.")
     for dtype in _DTYPES.value:
-        if dtype not in ("float32", "bfloat16", "float16"):
+        if dtype not in DTYPES:
             raise errors.ConfigError(f"Unknown --dtypes entry {dtype!r}; choose from "
-                                     "float32, bfloat16, float16.")
+                                     f"{', '.join(DTYPES)}.")
     peak = _PEAK.value or benchmark.matmul_peak()
     profile_dir = _PROFILE_DIR.value or (tempfile.mkdtemp(prefix="gan_jax_profile_")
                                          if _PROFILE.value else "")
@@ -168,7 +169,6 @@ def _main():
 
     for model in _MODELS.value:
         for batch in map(int, _BATCHES.value):
-            gflop = benchmark.step_flops(model, batch)
             main_dtype, main_k = _DTYPES.value[-1], int(_KS.value[-1])
             for dtype in _DTYPES.value:
                 for k in map(int, _KS.value):
@@ -177,6 +177,8 @@ def _main():
                         model, batch, dtype, k, windows=_WINDOWS.value,
                         window_steps=_WINDOW_STEPS.value, peak_flops=peak,
                         profile_dir=profile_dir if profiled else None)])
+            # Same model and step as the PyTorch reference: take its FLOPs from the last row.
+            gflop = rows[-1]["gflop_per_step"] * 1e9
             if batch == int(_BATCHES.value[-1]):
                 _ablations(model, batch, main_dtype, main_k, peak, add)
             for setting in settings:

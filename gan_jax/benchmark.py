@@ -10,8 +10,10 @@ import numpy as np
 
 from gan_jax import config as config_lib
 from gan_jax import flops, models
+from gan_jax.data.device import ORDERS
 from gan_jax.engine import Engine
 from gan_jax.errors import ConfigError
+from gan_jax.models.layers import UPSAMPLE_IMPLS
 
 # name -> (resolution, channels, width): DCGAN as in Radford et al. at 64x64.
 MODELS = {"dcgan64": (64, 3, 64), "dcgan32": (32, 3, 64), "dcgan28": (28, 1, 32)}
@@ -66,7 +68,7 @@ VARIANTS = {"share_fake": bool, "reuse_forward": bool, "upsample": str, "donate"
             "unroll": bool, "data": str}
 _DEFAULTS = {"share_fake": True, "reuse_forward": True, "upsample": "auto", "donate": True,
              "unroll": None, "data": "shuffled"}
-_CHOICES = {"upsample": ("auto", "phases", "transpose"), "data": ("shuffled", "sequential")}
+_CHOICES = {"upsample": UPSAMPLE_IMPLS, "data": ORDERS}
 
 
 def parse_variant(spec: str) -> dict:

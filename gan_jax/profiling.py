@@ -8,6 +8,7 @@ its metadata names the JAX operation it came from.
 """
 import collections
 import glob
+import itertools
 import os
 import re
 import time
@@ -57,11 +58,11 @@ def _kind_of(opcode: str, rest: str, inner: set[str]) -> str:
 
 
 def hlo_ops(hlo_text: str) -> dict[str, dict]:
-    """Every instruction of an HLO module: name -> {"opcode", "kind", "source"}."""
+    """Every instruction of an HLO module: name -> {"opcode", "kind", "source", "shape"}."""
     comps, current, instrs = {}, None, []
     for line in hlo_text.splitlines():
         head = _HEADER.match(line)
-        if head and not line.startswith(" "):
+        if head:
             current = comps.setdefault(head.group(1), [])
             continue
         m = _INSTR.match(line)
@@ -107,7 +108,7 @@ def capture(run, logdir: str) -> tuple[str, float]:
 def _op_lines(plane):
     """The lines of a plane whose events are HLO ops, without derived duplicates."""
     lines = [ln for ln in plane.lines
-             if any(dict(e.stats).get("hlo_op") for e in list(ln.events)[:50])]
+             if any(dict(e.stats).get("hlo_op") for e in itertools.islice(ln.events, 50))]
     derived = [ln for ln in lines if ln.name == "XLA Ops"]
     return derived or [ln for ln in lines if ln.name not in ("XLA Modules", "Steps")]
 
@@ -115,24 +116,28 @@ def _op_lines(plane):
 def op_times(xplane_path: str, module: str | None = None) -> tuple[dict, float]:
     """Per HLO op name: [total ns, count] on the first device that ran ops (or the host on
     CPU), and the ns during which any op ran (overlaps counted once). ``module``: keep only
-    events of the HLO module of that name."""
+    events of the HLO module of that name, if any event names it (module names differ
+    between backends; otherwise every op counts)."""
     from jax.profiler import ProfileData
     data = ProfileData.from_file(xplane_path)
     planes = [p for p in data.planes if p.name.startswith("/device:")]
     planes = planes or [p for p in data.planes if p.name.startswith("/host:CPU")]
     for plane in planes:
-        totals, spans = collections.defaultdict(lambda: [0.0, 0]), []
+        events = []  # (op, module, start ns, duration ns)
         for line in _op_lines(plane):
             for e in line.events:
                 stats = dict(e.stats)
-                op = stats.get("hlo_op")
-                if not op or (module and stats.get("hlo_module") != module):
-                    continue
-                totals[op][0] += e.duration_ns
+                if stats.get("hlo_op"):
+                    events.append((stats["hlo_op"], stats.get("hlo_module"), e.start_ns,
+                                   e.duration_ns))
+        if module and any(m == module for _, m, _, _ in events):
+            events = [ev for ev in events if ev[1] == module]
+        if events:
+            totals = collections.defaultdict(lambda: [0.0, 0])
+            for op, _, _, ns in events:
+                totals[op][0] += ns
                 totals[op][1] += 1
-                spans.append((e.start_ns, e.start_ns + e.duration_ns))
-        if totals:
-            return dict(totals), _union_ns(spans)
+            return dict(totals), _union_ns((s, s + ns) for _, _, s, ns in events)
     return {}, 0.0
 
 
@@ -152,8 +157,6 @@ def summarize(xplane_path: str, hlo_text: str, *, steps: int, wall_s: float,
     ops = hlo_ops(hlo_text)
     module = re.match(r"HloModule ([\w.\-]+)", hlo_text)
     times, busy_ns = op_times(xplane_path, module.group(1) if module else None)
-    if not times:  # Module names differ between backends; fall back to every op.
-        times, busy_ns = op_times(xplane_path)
     by_kind = collections.Counter()
     rows = []
     for name, (ns, count) in times.items():

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 from jax import lax
 
 _DN = ("NHWC", "HWIO", "NHWC")
+UPSAMPLE_IMPLS = ("auto", "phases", "transpose")  # UpConv's impl values.
 
 
 def upsample_conv_transpose(x_BHWC, kernel_44IO):
@@ -61,4 +62,4 @@ class UpConv(nn.Module):
             return upsample_phases(x, kernel)
         if impl == "transpose":
             return upsample_conv_transpose(x, kernel)
-        raise ValueError(f"UpConv impl must be 'auto', 'phases' or 'transpose', got {impl!r}.")
+        raise ValueError(f"UpConv impl must be one of {UPSAMPLE_IMPLS}, got {impl!r}.")

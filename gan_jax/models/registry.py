@@ -2,14 +2,15 @@
 import jax.numpy as jnp
 
 from gan_jax.models import dcgan, mlp
+from gan_jax.models.layers import UPSAMPLE_IMPLS
 
-_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 
 def compute_dtype(name: str):
-    if name not in _DTYPES:
-        raise ValueError(f"config.dtype must be one of {sorted(_DTYPES)}, got {name!r}.")
-    return _DTYPES[name]
+    if name not in DTYPES:
+        raise ValueError(f"config.dtype must be one of {sorted(DTYPES)}, got {name!r}.")
+    return DTYPES[name]
 
 
 def build(model_cfg, image_shape, dtype: str = "float32", axis_name: str | None = None):
@@ -18,8 +19,8 @@ def build(model_cfg, image_shape, dtype: str = "float32", axis_name: str | None 
     h, w, c = image_shape
     dt = compute_dtype(dtype)
     upsample = model_cfg.get("upsample", "auto")
-    if upsample not in ("auto", "phases", "transpose"):
-        raise ValueError(f"config.model.upsample must be 'auto', 'phases' or 'transpose', "
+    if upsample not in UPSAMPLE_IMPLS:
+        raise ValueError(f"config.model.upsample must be one of {UPSAMPLE_IMPLS}, "
                          f"got {upsample!r}.")
     if model_cfg.name == "mlp":
         return (mlp.Generator(z_dim=model_cfg.z_dim, hidden=model_cfg.g_width,
