@@ -14,7 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from gan_jax.models.layers import UpConv
+from gan_jax.models.layers import GroupedBatchNorm, UpConv
 
 # N(0, 0.02) weights and N(1, 0.02) BatchNorm scales, as in the paper.
 _W_INIT = nn.initializers.normal(0.02)
@@ -41,10 +41,12 @@ class _Norm(nn.Module):
     axis_name: str | None = None
 
     @nn.compact
-    def __call__(self, x, train: bool):
-        return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                            dtype=self.dtype, param_dtype=self.param_dtype,
-                            scale_init=_bn_scale_init, axis_name=self.axis_name)(x)
+    def __call__(self, x, train: bool, groups: int = 1):
+        kw = dict(momentum=0.9, epsilon=1e-5, dtype=self.dtype, param_dtype=self.param_dtype,
+                  scale_init=_bn_scale_init, axis_name=self.axis_name, name="BatchNorm_0")
+        if train and groups > 1:
+            return GroupedBatchNorm(groups, **kw)(x)
+        return nn.BatchNorm(use_running_average=not train, **kw)(x)
 
 
 class Generator(nn.Module):
@@ -81,7 +83,10 @@ class Discriminator(nn.Module):
     axis_name: str | None = None
 
     @nn.compact
-    def __call__(self, x_BHWC, train: bool = True):
+    def __call__(self, x_BHWC, train: bool = True, groups: int = 1):
+        """``groups``: the batch holds that many batches interleaved (row r is in batch
+        r % groups), and BatchNorm normalises each by its own statistics, so one call
+        scores them exactly as ``groups`` calls would (see layers.GroupedBatchNorm)."""
         _, n = _layout(self.resolution)
         if x_BHWC.shape[1:3] != (self.resolution, self.resolution):
             raise ValueError(f"Discriminator(resolution={self.resolution}) got images of "
@@ -93,7 +98,7 @@ class Discriminator(nn.Module):
                         use_bias=False, dtype=self.dtype, param_dtype=self.param_dtype,
                         kernel_init=_W_INIT)(h)
             if i > 0:
-                h = _Norm(self.dtype, self.param_dtype, self.axis_name)(h, train)
+                h = _Norm(self.dtype, self.param_dtype, self.axis_name)(h, train, groups)
             h = nn.leaky_relu(h, negative_slope=0.2)
         h = h.reshape((h.shape[0], -1))
         return nn.Dense(1, use_bias=False, dtype=self.dtype, param_dtype=self.param_dtype,

@@ -63,3 +63,48 @@ class UpConv(nn.Module):
         if impl == "transpose":
             return upsample_conv_transpose(x, kernel)
         raise ValueError(f"UpConv impl must be one of {UPSAMPLE_IMPLS}, got {impl!r}.")
+
+
+class GroupedBatchNorm(nn.Module):
+    """Training-mode BatchNorm of a batch that holds ``groups`` batches interleaved (row r
+    belongs to batch r % groups), each normalised by its own statistics, as if each went
+    through ``nn.BatchNorm`` in its own call, in order: the running averages take batch 0,
+    then batch 1, ... It reads and writes ``nn.BatchNorm``'s variables (scale, bias; mean,
+    var), so a module may create either under the same name. Interleaving keeps each
+    device's rows of every batch on that device when the batch axis is sharded."""
+    groups: int
+    momentum: float = 0.99
+    epsilon: float = 1e-5
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
+    scale_init: Any = nn.initializers.ones
+    bias_init: Any = nn.initializers.zeros
+    axis_name: str | None = None
+
+    @nn.compact
+    def __call__(self, x):
+        c = x.shape[-1]
+        if x.shape[0] % self.groups:
+            raise ValueError(f"GroupedBatchNorm(groups={self.groups}) got a batch of "
+                             f"{x.shape[0]} rows, which is not a multiple of {self.groups}.")
+        scale = self.param("scale", self.scale_init, (c,), self.param_dtype)
+        bias = self.param("bias", self.bias_init, (c,), self.param_dtype)
+        ra_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((c,), jnp.float32))
+        ra_var = self.variable("batch_stats", "var", lambda: jnp.ones((c,), jnp.float32))
+        # Statistics in at least float32, E[x^2] - E[x]^2 clipped at 0: nn.BatchNorm's way.
+        xg = x.reshape(x.shape[0] // self.groups, self.groups, *x.shape[1:])
+        xf = xg.astype(jnp.promote_types(self.dtype or x.dtype, jnp.float32))
+        axes = (0, *range(2, xg.ndim - 1))
+        stats = jnp.stack([xf.mean(axes), (xf * xf).mean(axes)])  # [2, groups, C]
+        if self.axis_name is not None and not self.is_initializing():
+            stats = lax.pmean(stats, self.axis_name)
+        mean, var = stats[0], jnp.maximum(0.0, stats[1] - stats[0] * stats[0])
+        if not self.is_initializing():
+            m, rm, rv = self.momentum, ra_mean.value, ra_var.value
+            for g in range(self.groups):
+                rm, rv = m * rm + (1 - m) * mean[g], m * rv + (1 - m) * var[g]
+            ra_mean.value, ra_var.value = rm, rv
+        shape = (1, self.groups, *[1] * (xg.ndim - 3), c)
+        mul = lax.rsqrt(var + self.epsilon) * scale
+        y = (xg - mean.reshape(shape)) * mul.reshape(shape) + bias
+        return y.reshape(x.shape).astype(self.dtype or x.dtype)
