@@ -13,7 +13,9 @@ with a preset override its values.
 Ablations (--ablate, repeatable) undo one choice of the default step at the last listed
 batch size, dtype and K: "reuse_forward=0", "share_fake=0", "upsample=phases",
 "donate=0", "unroll=1", "data=sequential" (read the data in order: what the on-device
-shuffle costs), joined by '+' to undo several, or "xla=FLAGS", which runs that
+shuffle costs), "shard_latents=0" (several devices: G's latent draw laid out by XLA, not
+like the real batch), or try one the default leaves off: "d_joint_pass=1" (D scores
+real and fake in one call), joined by '+' for several, or "xla=FLAGS", which runs that
 setting again in a fresh process with FLAGS added to XLA_FLAGS. --profile traces one more
 window of the last listed dtype and K at every batch size with jax.profiler and prints
 where its time goes.
@@ -53,11 +55,12 @@ PRESETS = {
                  torch=["eager:float32", "eager:bfloat16:cl", "compile:bfloat16"],
                  windows=5, window_steps=30, profile=True,
                  ablate=["reuse_forward=0", "upsample=phases", "data=sequential",
-                         "xla=--xla_gpu_autotune_level=0"]),
+                         "d_joint_pass=1", "xla=--xla_gpu_autotune_level=0"]),
     "cpu": dict(models=["dcgan64"], batch_sizes=["16"], dtypes=["float32"],
                 steps_per_dispatch=["1", "2"], torch=["eager:float32", "eager:bfloat16"],
                 windows=5, window_steps=6, profile=True,
-                ablate=["reuse_forward=0", "upsample=transpose", "donate=0"]),
+                ablate=["reuse_forward=0", "upsample=transpose", "donate=0",
+                        "d_joint_pass=1"]),
 }
 
 

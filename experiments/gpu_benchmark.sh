@@ -4,7 +4,8 @@
 #     bfloat16, 1 and 10 steps per dispatch; PyTorch eager fp32, eager bf16 channels_last,
 #     torch.compile bf16; a jax.profiler breakdown of the default bf16 K=10 step at each
 #     batch; ablations at batch 1024 (G forward recomputed, phase upsampling, data read
-#     in order instead of shuffled on the device, no XLA autotuning).
+#     in order instead of shuffled on the device, D on real and fake in one call, no XLA
+#     autotuning).
 #  2. experiments.eval_benchmark: the FID Inception's img/s at batch 500, float32 and
 #     bfloat16, and the FID shift of bfloat16.
 # Needs jax (CUDA), flax, optax, orbax-checkpoint, absl-py, PyYAML and torch; no network.

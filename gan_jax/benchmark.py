@@ -19,16 +19,18 @@ from gan_jax.models.layers import UPSAMPLE_IMPLS
 MODELS = {"dcgan64": (64, 3, 64), "dcgan32": (32, 3, 64), "dcgan28": (28, 1, 32)}
 
 
-def bench_config(model: str, batch: int, dtype: str, k: int, share_fake: bool = True):
+def bench_config(model: str, batch: int, dtype: str, k: int, share_fake: bool = True,
+                 d_joint_pass: bool = False):
     """The trainer config of the benchmarked step: one D + one G update, non-saturating
-    loss, Adam(2e-4, 0.5); ``share_fake``: G reuses D's fake batch, as PyTorch's DCGAN."""
+    loss, Adam(2e-4, 0.5); ``share_fake``: G reuses D's fake batch, as PyTorch's DCGAN;
+    ``d_joint_pass``: D scores real and fake in one call."""
     if model not in MODELS:
         raise ConfigError(f"Unknown benchmark model {model!r}; choose from {sorted(MODELS)}.")
     _, _, width = MODELS[model]
     c = config_lib.defaults()
     c.model.name, c.model.g_width, c.model.d_width = "dcgan", width, width
     c.dtype, c.batch_size, c.steps_per_dispatch = dtype, batch, k
-    c.share_fake = share_fake
+    c.share_fake, c.d_joint_pass = share_fake, d_joint_pass
     for opt in (c.optimizer.g, c.optimizer.d):
         opt.learning_rate, opt.b1, opt.b2, opt.eps = 2e-4, 0.5, 0.999, 1e-8
     c.num_steps = c.log_every = c.sample_every = c.checkpoint.every = k
@@ -65,9 +67,9 @@ def _peak_memory() -> int | None:
 
 # Ablations: each undoes one choice of the default step (see docs/benchmarks.md).
 VARIANTS = {"share_fake": bool, "reuse_forward": bool, "upsample": str, "donate": bool,
-            "unroll": bool, "data": str}
+            "unroll": bool, "data": str, "d_joint_pass": bool, "shard_latents": bool}
 _DEFAULTS = {"share_fake": True, "reuse_forward": True, "upsample": "auto", "donate": True,
-             "unroll": None, "data": "shuffled"}
+             "unroll": None, "data": "shuffled", "d_joint_pass": False, "shard_latents": True}
 _CHOICES = {"upsample": UPSAMPLE_IMPLS, "data": ORDERS}
 
 
@@ -98,12 +100,13 @@ def time_gan_jax(model: str, batch: int, dtype: str, k: int, *, windows: int = 5
                  window_steps: int = 20, peak_flops: float | None = None,
                  share_fake: bool = True, reuse_forward: bool = True, upsample: str = "auto",
                  donate: bool = True, unroll: bool | None = None, data: str = "shuffled",
+                 d_joint_pass: bool = False, shard_latents: bool = True,
                  profile_dir: str | None = None) -> dict:
     """Times the trainer's K-step program: median over ``windows`` timed windows of about
     ``window_steps`` steps, synchronising only at window edges, after a warm-up. The other
     arguments are the ablations (the defaults are the trainer's step); ``profile_dir``:
     also trace one more window with ``jax.profiler`` and add its summary as "profile"."""
-    config = bench_config(model, batch, dtype, k, share_fake)
+    config = bench_config(model, batch, dtype, k, share_fake, d_joint_pass)
     config.model.upsample = upsample
     resolution, channels, _ = MODELS[model]
     shape = (resolution, resolution, channels)
@@ -111,10 +114,12 @@ def time_gan_jax(model: str, batch: int, dtype: str, k: int, *, windows: int = 5
     images = np.random.default_rng(0).integers(0, 256, (max(4096, 2 * batch), *shape),
                                                dtype=np.uint8)
     init_key, data_key = jax.random.split(jax.random.PRNGKey(0))
+    options = {} if reuse_forward else {"reuse_forward": False}
+    if not shard_latents:  # Leave the latent draw's layout to XLA (several devices only).
+        options["batch_sharding"] = None
     engine = Engine(config, G=G, D=D, image_shape=shape, init_key=init_key,
                     data_key=data_key, images=images, donate=donate, unroll=unroll,
-                    data_order=data,
-                    step_options={} if reuse_forward else {"reuse_forward": False})
+                    data_order=data, step_options=options)
     state = engine.new_state()
     step_flops = flops.count(engine.train_step, jax.eval_shape(lambda: state),
                              jax.ShapeDtypeStruct((batch, *shape), jnp.uint8))
@@ -152,7 +157,8 @@ def time_gan_jax(model: str, batch: int, dtype: str, k: int, *, windows: int = 5
     engine.close()
     s = statistics.median(per_step)
     given = {"share_fake": share_fake, "reuse_forward": reuse_forward, "upsample": upsample,
-             "donate": donate, "unroll": unroll, "data": data}
+             "donate": donate, "unroll": unroll, "data": data, "d_joint_pass": d_joint_pass,
+             "shard_latents": shard_latents}
     tags = [f"{key}={int(v) if isinstance(v, bool) else v}" for key, v in given.items()
             if v != _DEFAULTS[key]]
     out = {"framework": "gan_jax",

@@ -38,7 +38,8 @@ def make_step(config, G, D, axis_name: str | None = None, **options):
     return steps.make_train_step(G, D, loss=config.loss, n_dis=config.n_dis,
                                  ema_decay=config.ema.decay, ema_start=config.ema.start,
                                  d_penalty=d_penalty, augment=augment, axis_name=axis_name,
-                                 share_fake=config.share_fake, **options)
+                                 share_fake=config.share_fake,
+                                 d_joint_pass=config.d_joint_pass, **options)
 
 
 def make_create(config, G, D, image_shape):

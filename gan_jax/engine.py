@@ -52,9 +52,12 @@ class Engine:
             self.mesh = parallel.make_mesh(config.parallel.num_devices)
             parallel.check_batch(self.rows, self.mesh)
             self.shards = self.mesh.devices.size
+        options = dict(step_options or {})
+        if not self.pmap:  # Latent batches split over the devices like the real ones.
+            options.setdefault("batch_sharding", parallel.batch_sharded(self.mesh))
         self.train_step = components.make_step(config, G, D,
                                                axis_name=parallel.AXIS if self.pmap else None,
-                                               **(step_options or {}))
+                                               **options)
         if self.streaming:
             from gan_jax.data import streaming  # grain and tfds: only when streaming
             ds = config.dataset
@@ -146,6 +149,11 @@ class Engine:
     def hlo_text(self) -> str:
         """The compiled K-step program as optimized HLO (what a profile's op names refer to)."""
         return self._run.as_text()
+
+    def cost_analysis(self) -> dict:
+        """XLA's estimate for the compiled K-step program on one device ("flops", "bytes
+        accessed", ...). GPU backends leave cuDNN convolutions out of "flops"."""
+        return self._run.cost_analysis()
 
     def dispatch(self, state):
         """Runs K steps; returns (state, metrics stacked over K), both still on the device."""

@@ -6,6 +6,7 @@ Nothing here does I/O or holds state; wrap the result in ``jax.jit(step, donate_
 split across devices along its first axis splits every D update evenly too.
 """
 import functools
+import inspect
 from typing import Callable
 
 import jax
@@ -25,24 +26,45 @@ def to_float_images(x_BHWC):
     return x_BHWC.astype(jnp.float32)
 
 
-def apply_model(module, params, variables, x, train: bool):
+def apply_model(module, params, variables, x, train: bool, **kwargs):
     """Runs a module and returns (output, updated non-param collections)."""
     if not variables or not train:
-        return module.apply({"params": params, **variables}, x, train=train), variables
+        return module.apply({"params": params, **variables}, x, train=train, **kwargs), variables
     out, new_vars = module.apply({"params": params, **variables}, x, train=True,
-                                 mutable=list(variables))
+                                 mutable=list(variables), **kwargs)
     return out, dict(new_vars)
+
+
+def _score_jointly(D, d_params, d_vars, real, fake):
+    """D on real and fake in one call: the two batches interleaved, BatchNorm statistics
+    still per batch (a D with batch statistics must take ``groups``, as DCGAN's does)."""
+    kwargs = {}
+    if d_vars:
+        if "groups" not in inspect.signature(type(D).__call__).parameters:
+            raise ValueError(f"d_joint_pass needs a discriminator whose BatchNorm keeps real "
+                             f"and fake statistics apart (a `groups` argument, as "
+                             f"dcgan.Discriminator has); {type(D).__name__} has none. Set "
+                             f"d_joint_pass=False.")
+        kwargs["groups"] = 2
+    both = jnp.stack([real, fake.astype(real.dtype)], axis=1)
+    logits, d_vars = apply_model(D, d_params, d_vars, both.reshape(-1, *real.shape[1:]),
+                                 train=True, **kwargs)
+    logits = logits.reshape(real.shape[0], 2, *logits.shape[1:])
+    return logits[:, 0], logits[:, 1], d_vars
 
 
 def _mean_prob(logits):
     return jnp.mean(jax.nn.sigmoid(logits.astype(jnp.float32)))
 
 
-def _normal(key, shape, axis_name):
+def _normal(key, shape, axis_name, sharding=None):
     """Gaussian noise; under ``pmap`` each device takes its slice of the global draw, so the
-    devices together see exactly what one device would on the whole batch."""
+    devices together see exactly what one device would on the whole batch. ``sharding``
+    (under ``jit`` over a mesh) lays the draw out like the real batch; the numbers do not
+    depend on it (JAX's partitionable threefry)."""
     if axis_name is None:
-        return jax.random.normal(key, shape, jnp.float32)
+        z = jax.random.normal(key, shape, jnp.float32)
+        return z if sharding is None else jax.lax.with_sharding_constraint(z, sharding)
     n, i = jax.lax.psum(1, axis_name), jax.lax.axis_index(axis_name)
     full = jax.random.normal(key, (shape[0] * n, *shape[1:]), jnp.float32)
     return jax.lax.dynamic_slice_in_dim(full, i * shape[0], shape[0])
@@ -53,14 +75,16 @@ def _pmean(tree, axis_name):
 
 
 def d_update(state: GANState, real_BHWC, key, *, G, D, loss, d_penalty=None, augment=None,
-             axis_name=None, fake=None):
+             axis_name=None, fake=None, joint: bool = False, z_sharding=None):
     """One optimizer step of D on a real batch and a fresh fake batch of the same size.
     ``augment(x, key)`` (e.g. DiffAugment) is applied to real and fake before D; under
     ``pmap`` pass the ``axis_name`` so gradients and metrics are averaged over devices.
-    ``fake``: a batch G already drew (then ``state.g_vars`` must already hold its update)."""
+    ``fake``: a batch G already drew (then ``state.g_vars`` must already hold its update).
+    ``joint``: D scores both batches in one call (see ``_score_jointly``): the same numbers
+    from half as many, twice as large convolutions. ``z_sharding``: see ``_normal``."""
     z_key, pen_key, aug_key = jax.random.split(key, 3)
     if fake is None:
-        z = _normal(z_key, (real_BHWC.shape[0], G.z_dim), axis_name)
+        z = _normal(z_key, (real_BHWC.shape[0], G.z_dim), axis_name, z_sharding)
         fake, g_vars = apply_model(G, state.g_params, state.g_vars, z, train=True)
     else:
         g_vars = state.g_vars
@@ -70,8 +94,12 @@ def d_update(state: GANState, real_BHWC, key, *, G, D, loss, d_penalty=None, aug
         real_BHWC, fake = augment(real_BHWC, real_key), augment(fake, fake_key)
 
     def loss_fn(d_params):
-        real_logits, d_vars = apply_model(D, d_params, state.d_vars, real_BHWC, train=True)
-        fake_logits, d_vars = apply_model(D, d_params, d_vars, fake, train=True)
+        if joint:
+            real_logits, fake_logits, d_vars = _score_jointly(D, d_params, state.d_vars,
+                                                              real_BHWC, fake)
+        else:
+            real_logits, d_vars = apply_model(D, d_params, state.d_vars, real_BHWC, train=True)
+            fake_logits, d_vars = apply_model(D, d_params, d_vars, fake, train=True)
         value = loss.d(real_logits, fake_logits)
         aux = {"d_adv_loss": value, "d_real": _mean_prob(real_logits),
                "d_fake": _mean_prob(fake_logits),
@@ -95,13 +123,13 @@ def d_update(state: GANState, real_BHWC, key, *, G, D, loss, d_penalty=None, aug
 
 
 def g_update(state: GANState, batch_size: int, key, *, G, D, loss, augment=None,
-             axis_name=None, z=None):
+             axis_name=None, z=None, z_sharding=None):
     """One optimizer step of G on a fresh latent batch (or on ``z``, keeping the BatchNorm
     statistics its earlier forward left), against the current D."""
     z_key, aug_key = jax.random.split(key)
     keep_g_vars = z is not None
     if z is None:
-        z = _normal(z_key, (batch_size, G.z_dim), axis_name)
+        z = _normal(z_key, (batch_size, G.z_dim), axis_name, z_sharding)
 
     def loss_fn(g_params):
         fake, g_vars = apply_model(G, g_params, state.g_vars, z, train=True)
@@ -162,7 +190,8 @@ def penalty(kind: str, weight: float):
 def make_train_step(G, D, *, loss="non_saturating", n_dis: int = 1, ema_decay: float = 0.999,
                     ema_start: int = 0, d_penalty: Callable | None = None,
                     augment: Callable | None = None, axis_name: str | None = None,
-                    share_fake: bool = False, reuse_forward: bool = True):
+                    share_fake: bool = False, reuse_forward: bool = True,
+                    d_joint_pass: bool = False, batch_sharding=None):
     """Returns ``train_step(state, batch) -> (state, metrics)``: n_dis D updates, one G update,
     the EMA update, ``step += 1``. ``loss`` is a name or a ``losses.AdversarialLoss``;
     ``d_penalty(d_fn, real, fake, key) -> scalar`` is added to D's loss (see ``penalty``);
@@ -177,7 +206,14 @@ def make_train_step(G, D, *, loss="non_saturating", n_dis: int = 1, ema_decay: f
     ``share_fake`` (n_dis=1): G's update uses the fake batch of D's update, as the PyTorch
     DCGAN example does. With ``reuse_forward`` G's forward then runs once per step (its
     vjp is kept from D's update); without, G's update runs it again: the same numbers,
-    one more G forward."""
+    one more G forward.
+
+    ``d_joint_pass``: D's update scores real and fake in one call, with BatchNorm
+    statistics kept per batch, so it computes what two calls would (to float rounding).
+
+    ``batch_sharding`` (for ``jax.jit`` over a mesh, e.g. ``parallel.batch_sharded(mesh)``):
+    latent batches are laid out like the real one, so the devices split G's work as they
+    split D's; without it XLA may run G on the whole batch on every device."""
     if n_dis < 1:
         raise ValueError(f"n_dis must be >= 1, got {n_dis}.")
     if share_fake and n_dis != 1:
@@ -194,12 +230,14 @@ def make_train_step(G, D, *, loss="non_saturating", n_dis: int = 1, ema_decay: f
         key = jax.random.fold_in(state.rng, state.step)
         d_keys = jax.random.split(jax.random.fold_in(key, 0), n_dis)
         d_step = functools.partial(d_update, G=G, D=D, loss=loss, d_penalty=d_penalty,
-                                   augment=augment, axis_name=axis_name)
+                                   augment=augment, axis_name=axis_name, joint=d_joint_pass,
+                                   z_sharding=batch_sharding)
         g_key = jax.random.fold_in(key, 1)
         g_kw = dict(D=D, loss=loss, augment=augment, axis_name=axis_name)
         if share_fake:
             # The z that d_update would draw from this key, drawn here so G can reuse it.
-            z = _normal(jax.random.split(d_keys[0], 3)[0], (b, G.z_dim), axis_name)
+            z = _normal(jax.random.split(d_keys[0], 3)[0], (b, G.z_dim), axis_name,
+                        batch_sharding)
             forward = lambda p: apply_model(G, p, state.g_vars, z, train=True)
             if reuse_forward:
                 fake, g_vjp, g_vars = jax.vjp(forward, state.g_params, has_aux=True)
@@ -218,7 +256,7 @@ def make_train_step(G, D, *, loss="non_saturating", n_dis: int = 1, ema_decay: f
                                             (reals, d_keys), unroll=_unroll(None))
             d_metrics = jax.tree.map(jnp.mean, d_metrics)
         if not share_fake:
-            state, g_metrics = g_update(state, b, g_key, G=G, **g_kw)
+            state, g_metrics = g_update(state, b, g_key, G=G, z_sharding=batch_sharding, **g_kw)
         ema = ema_update(state.ema_params, state.g_params, state.step, ema_decay, ema_start)
         metrics = {**d_metrics, **g_metrics,
                    "g_param_norm": optax.tree.norm(state.g_params),

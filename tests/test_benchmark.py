@@ -69,7 +69,9 @@ def test_pytorch_reference_runs_the_same_model():
 def test_ablations_are_parsed_and_bad_ones_refused():
     assert benchmark.parse_variant("reuse_forward=0+upsample=transpose+unroll=1") == {
         "reuse_forward": False, "upsample": "transpose", "unroll": True}
+    assert benchmark.parse_variant("d_joint_pass=1") == {"d_joint_pass": True}
     for bad, match in (("reuse=0", "key one of"), ("donate", "key=value"),
+                       ("d_joint_pass=0", "changes nothing"),
                        ("", "changes nothing"), ("data=shuffled+donate=1", "changes nothing"),
                        ("donate=maybe", "0 or 1"), ("upsample=bilinear", "phases"),
                        ("data=random", "sequential")):
@@ -80,10 +82,12 @@ def test_ablations_are_parsed_and_bad_ones_refused():
 def test_an_ablated_step_is_timed_and_labelled():
     row = benchmark.time_gan_jax("dcgan28", 8, "float32", 1, windows=1, window_steps=1,
                                  reuse_forward=False, upsample="transpose", donate=False,
-                                 data="sequential")
-    tags = ["reuse_forward=0", "upsample=transpose", "donate=0", "data=sequential"]
+                                 data="sequential", d_joint_pass=True)
+    tags = ["reuse_forward=0", "upsample=transpose", "donate=0", "data=sequential",
+            "d_joint_pass=1"]
     assert row["ablation"] == tags and row["setting"] == "jit " + " ".join(tags)
-    # Recomputing G's forward for its update costs one more G forward per step.
+    # Recomputing G's forward for its update costs one more G forward per step; scoring
+    # real and fake in one call costs nothing more.
     g_forward = 2 * 8 * (100 * 7 * 7 * 64 + sum(s * s * cout * 4 * cin for s, cin, cout in
                                                ((14, 64, 32), (28, 32, 1))))
     assert row["gflop_per_step"] * 1e9 == benchmark.step_flops("dcgan28", 8) + g_forward

@@ -156,8 +156,8 @@ def _inject_nan_at(monkeypatch, step_no, only_rng=None):
     ``only_rng``, if given), through the trainer's own step builder."""
     make_step = components.make_step
 
-    def patched(config, G, D, axis_name=None):
-        inner = make_step(config, G, D, axis_name)
+    def patched(config, G, D, axis_name=None, **options):
+        inner = make_step(config, G, D, axis_name, **options)
 
         def step(state, batch):
             hit = state.step == step_no - 1

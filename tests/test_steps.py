@@ -202,3 +202,35 @@ def test_gpu_upsampling_gives_the_same_training_as_the_cpu_one():
     b, _ = _run(steps.make_train_step(G, D, share_fake=True), st, 3)
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("case", ["share_fake", "n_dis=2+gp+augment", "mlp"])
+def test_joint_d_pass_gives_the_same_training(case):
+    from gan_jax.data import augment as augment_lib
+    kw = {"share_fake": dict(share_fake=True),
+          "n_dis=2+gp+augment": dict(n_dis=2, d_penalty=steps.penalty("gp", 10.0),
+                                     augment=augment_lib.make("color,translation")),
+          "mlp": {}}[case]
+    make = _mlp if case == "mlp" else _dcgan
+    G, D, st = make()
+    bs = 8 * kw.get("n_dis", 1)
+    a, ma = _run(steps.make_train_step(G, D, d_joint_pass=True, **kw), st, 3, bs)
+    b, mb = _run(steps.make_train_step(G, D, **kw), make()[2], 3, bs)
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=1e-5)
+    for k in mb:
+        np.testing.assert_allclose(ma[k], mb[k], rtol=1e-4, atol=1e-5)
+
+
+def test_joint_d_pass_refuses_a_discriminator_that_would_mix_the_batches():
+    import flax.linen as nn
+
+    class NoGroups(nn.Module):  # BatchNorm without a `groups` argument.
+        @nn.compact
+        def __call__(self, x, train: bool = True):
+            h = nn.BatchNorm(use_running_average=not train)(x.reshape(x.shape[0], -1))
+            return nn.Dense(1)(h)[:, 0]
+
+    G, D, st = _create(0, mlp.Generator(z_dim=16, hidden=32), NoGroups(), optax.adam(1e-3))
+    with pytest.raises(ValueError, match="d_joint_pass needs a discriminator"):
+        _run(steps.make_train_step(G, D, d_joint_pass=True), st, 1)
