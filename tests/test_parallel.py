@@ -143,15 +143,15 @@ def test_bad_layouts_fail_before_compiling(mnist_dir, tmp_path):
 
 @pytest.mark.parametrize("share_fake", [False, True])
 def test_each_device_does_its_share_of_the_generators_work(share_fake):
-    # Under jit over 4 devices each device must run a quarter of the step. Left to itself,
+    # Under jit over 4 devices each device must run a quarter of the batch. Left to itself,
     # XLA runs G on the whole latent draw on every device; the engine lays the draw out
-    # like the real batch. XLA:CPU's cost analysis counts convolutions, so FLOPs show it.
+    # like the real batch. (An MLP: it compiles fast, and its G and D cost about the same.)
     from gan_jax import benchmark, models
     from gan_jax.engine import Engine
 
     def per_device_flops(num_devices, **options):
         config = benchmark.bench_config("dcgan28", 16, "float32", 1, share_fake)
-        config.model.g_width = config.model.d_width = 8
+        config.model.name, config.model.g_width, config.model.d_width = "mlp", 64, 64
         config.parallel.num_devices = num_devices
         G, D = models.build(config.model, SHAPE)
         engine = Engine(config, G=G, D=D, image_shape=SHAPE, init_key=jax.random.PRNGKey(0),
@@ -160,6 +160,8 @@ def test_each_device_does_its_share_of_the_generators_work(share_fake):
         engine.compile(engine.new_state())
         return engine.cost_analysis()["flops"]
 
+    # Measured: 34-35% of the one-device FLOPs per device (a quarter of the batch work plus
+    # the optimizer's update, which every device runs whole), 86-88% left to XLA.
     whole = per_device_flops(1)
-    assert per_device_flops(4) < 0.3 * whole
-    assert per_device_flops(4, batch_sharding=None) > 0.5 * whole  # What XLA does alone.
+    assert per_device_flops(4) < 0.4 * whole
+    assert per_device_flops(4, batch_sharding=None) > 0.6 * whole  # What XLA does alone.
