@@ -86,7 +86,7 @@ class Discriminator(nn.Module):
     def __call__(self, x_BHWC, train: bool = True, groups: int = 1):
         """``groups``: the batch holds that many batches interleaved (row r is in batch
         r % groups), and BatchNorm normalises each by its own statistics, so one call
-        scores them exactly as ``groups`` calls would (see layers.GroupedBatchNorm)."""
+        scores them as ``groups`` calls would, to float rounding (layers.GroupedBatchNorm)."""
         _, n = _layout(self.resolution)
         if x_BHWC.shape[1:3] != (self.resolution, self.resolution):
             raise ValueError(f"Discriminator(resolution={self.resolution}) got images of "
