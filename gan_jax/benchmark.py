@@ -1,6 +1,7 @@
 """Step-throughput benchmark of the exact step the trainer runs (gan_jax.engine.Engine with
 device-resident data), with model FLOPs from layer shapes and MFU against a matmul peak
 measured in the same process."""
+import math
 import statistics
 import time
 
@@ -65,12 +66,32 @@ def _peak_memory() -> int | None:
     return stats.get("peak_bytes_in_use")
 
 
-# Ablations: each undoes one choice of the default step (see docs/benchmarks.md).
-VARIANTS = {"share_fake": bool, "reuse_forward": bool, "upsample": str, "donate": bool,
-            "unroll": bool, "data": str, "d_joint_pass": bool, "shard_latents": bool}
-_DEFAULTS = {"share_fake": True, "reuse_forward": True, "upsample": "auto", "donate": True,
-             "unroll": None, "data": "shuffled", "d_joint_pass": False, "shard_latents": True}
-_CHOICES = {"upsample": UPSAMPLE_IMPLS, "data": ORDERS}
+# Ablations: each undoes one choice of the default step, or tries one it leaves off (see
+# docs/benchmarks.md). name -> (the default step's value, the values it takes; None: 0 or 1).
+VARIANTS = {"share_fake": (True, None), "reuse_forward": (True, None),
+            "upsample": ("auto", UPSAMPLE_IMPLS), "donate": (True, None), "unroll": (None, None),
+            "data": ("shuffled", ORDERS), "d_joint_pass": (False, None),
+            "shard_latents": (True, None)}
+DEFAULTS = {key: default for key, (default, _) in VARIANTS.items()}
+
+
+class Budget:
+    """A run's time limit in seconds (0: none), counted from its creation."""
+
+    def __init__(self, seconds: float, clock=time.monotonic):
+        if seconds < 0:
+            raise ConfigError(f"A time budget is 0 (none) or positive seconds, got {seconds}.")
+        self.seconds, self._clock, self._start = seconds, clock, clock()
+
+    def elapsed(self) -> float:
+        return self._clock() - self._start
+
+    def left(self) -> float:
+        return self.seconds - self.elapsed() if self.seconds else math.inf
+
+    def allows(self, estimate_s: float) -> bool:
+        """Whether a job of about ``estimate_s`` seconds still fits."""
+        return estimate_s <= self.left()
 
 
 def parse_variant(spec: str) -> dict:
@@ -81,45 +102,50 @@ def parse_variant(spec: str) -> dict:
         if not sep or key not in VARIANTS:
             raise ConfigError(f"Bad ablation {part!r} in {spec!r}: write key=value with key "
                              f"one of {sorted(VARIANTS)} (e.g. reuse_forward=0), joined by '+'.")
-        if VARIANTS[key] is bool:
+        choices = VARIANTS[key][1]
+        if choices is None:
             if value not in ("0", "1", "true", "false"):
                 raise ConfigError(f"Ablation {key} takes 0 or 1, got {value!r}.")
             out[key] = value in ("1", "true")
-        elif value not in _CHOICES[key]:
-            raise ConfigError(f"Ablation {key} takes one of {', '.join(_CHOICES[key])}, "
+        elif value not in choices:
+            raise ConfigError(f"Ablation {key} takes one of {', '.join(choices)}, "
                               f"got {value!r}.")
         else:
             out[key] = value
-    if all(_DEFAULTS[key] == v for key, v in out.items()):
+    if all(DEFAULTS[key] == v for key, v in out.items()):
         raise ConfigError(f"Ablation {spec!r} changes nothing: give a value that differs from "
-                          f"the default step's ({_DEFAULTS}).")
+                          f"the default step's ({DEFAULTS}).")
     return out
 
 
 def time_gan_jax(model: str, batch: int, dtype: str, k: int, *, windows: int = 5,
                  window_steps: int = 20, peak_flops: float | None = None,
-                 share_fake: bool = True, reuse_forward: bool = True, upsample: str = "auto",
-                 donate: bool = True, unroll: bool | None = None, data: str = "shuffled",
-                 d_joint_pass: bool = False, shard_latents: bool = True,
-                 profile_dir: str | None = None) -> dict:
+                 profile_dir: str | None = None, **variant) -> dict:
     """Times the trainer's K-step program: median over ``windows`` timed windows of about
-    ``window_steps`` steps, synchronising only at window edges, after a warm-up. The other
-    arguments are the ablations (the defaults are the trainer's step); ``profile_dir``:
-    also trace one more window with ``jax.profiler`` and add its summary as "profile"."""
-    config = bench_config(model, batch, dtype, k, share_fake, d_joint_pass)
-    config.model.upsample = upsample
+    ``window_steps`` steps, synchronising only at window edges, after a warm-up.
+    ``variant``: ablations, keys of VARIANTS (missing ones: the trainer's step);
+    ``profile_dir``: also trace one more window with ``jax.profiler`` and add its summary
+    as "profile"."""
+    unknown = sorted(set(variant) - set(VARIANTS))
+    if unknown:
+        raise TypeError(f"time_gan_jax got unknown ablations {unknown}; "
+                        f"choose from {sorted(VARIANTS)}.")
+    v = {**DEFAULTS, **variant}
+    start = time.perf_counter()
+    config = bench_config(model, batch, dtype, k, v["share_fake"], v["d_joint_pass"])
+    config.model.upsample = v["upsample"]
     resolution, channels, _ = MODELS[model]
     shape = (resolution, resolution, channels)
     G, D = models.build(config.model, shape, dtype)
     images = np.random.default_rng(0).integers(0, 256, (max(4096, 2 * batch), *shape),
                                                dtype=np.uint8)
     init_key, data_key = jax.random.split(jax.random.PRNGKey(0))
-    options = {} if reuse_forward else {"reuse_forward": False}
-    if not shard_latents:  # Leave the latent draw's layout to XLA (several devices only).
+    options = {} if v["reuse_forward"] else {"reuse_forward": False}
+    if not v["shard_latents"]:  # Leave the latent draw's layout to XLA (several devices only).
         options["batch_sharding"] = None
     engine = Engine(config, G=G, D=D, image_shape=shape, init_key=init_key,
-                    data_key=data_key, images=images, donate=donate, unroll=unroll,
-                    data_order=data, step_options=options)
+                    data_key=data_key, images=images, donate=v["donate"], unroll=v["unroll"],
+                    data_order=v["data"], step_options=options)
     state = engine.new_state()
     step_flops = flops.count(engine.train_step, jax.eval_shape(lambda: state),
                              jax.ShapeDtypeStruct((batch, *shape), jnp.uint8))
@@ -156,11 +182,8 @@ def time_gan_jax(model: str, batch: int, dtype: str, k: int, *, windows: int = 5
             profile = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
     engine.close()
     s = statistics.median(per_step)
-    given = {"share_fake": share_fake, "reuse_forward": reuse_forward, "upsample": upsample,
-             "donate": donate, "unroll": unroll, "data": data, "d_joint_pass": d_joint_pass,
-             "shard_latents": shard_latents}
-    tags = [f"{key}={int(v) if isinstance(v, bool) else v}" for key, v in given.items()
-            if v != _DEFAULTS[key]]
+    tags = [f"{key}={int(x) if isinstance(x, bool) else x}" for key, x in v.items()
+            if x != DEFAULTS[key]]
     out = {"framework": "gan_jax",
            "setting": " ".join([f"jit{' K=' + str(k) if k > 1 else ''}", *tags]),
            "model": model, "batch": batch, "dtype": dtype, "steps_per_dispatch": k,
@@ -168,7 +191,8 @@ def time_gan_jax(model: str, batch: int, dtype: str, k: int, *, windows: int = 5
            "gflop_per_step": step_flops / 1e9, "tflop_per_s": step_flops / s / 1e12,
            "peak_memory_bytes": _peak_memory(), "d_loss": last["d_loss"],
            "g_loss": last["g_loss"], "devices": engine.shards,
-           "backend": jax.default_backend(), "ablation": tags, "profile": profile}
+           "backend": jax.default_backend(), "ablation": tags, "profile": profile,
+           "wall_s": time.perf_counter() - start}
     out["mfu"] = step_flops / s / peak_flops if peak_flops else None
     return out
 
