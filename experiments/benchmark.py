@@ -18,7 +18,9 @@ like the real batch), or try one the default leaves off: "d_joint_pass=1" (D sco
 real and fake in one call), joined by '+' for several, or "xla=FLAGS", which runs that
 setting again in a fresh process with FLAGS added to XLA_FLAGS. --profile traces one more
 window of the last listed dtype and K at every batch size with jax.profiler and prints
-where its time goes.
+where its time goes. --time_budget_s skips the ablations that would not fit in it (each is
+taken to cost what the default step's row of the same batch cost, compile included); the
+rows they would add are listed as skipped.
 """
 import json
 import os
@@ -48,6 +50,8 @@ _ABLATE = flags.DEFINE_multi_string("ablate", [], "Ablations of the default step
 _PROFILE = flags.DEFINE_bool("profile", False, "Profile the default step of each batch.")
 _PROFILE_DIR = flags.DEFINE_string("profile_dir", "", "Where traces go ('': a temporary dir).")
 _PEAK = flags.DEFINE_float("matmul_peak", 0.0, "Known matmul FLOP/s (0: measure it).")
+_BUDGET = flags.DEFINE_float("time_budget_s", 0.0, "Seconds the run may take: ablations that "
+                             "would not fit are skipped (0: no limit).")
 
 PRESETS = {
     "h200": dict(models=["dcgan64"], batch_sizes=["128", "1024"],
@@ -55,7 +59,9 @@ PRESETS = {
                  torch=["eager:float32", "eager:bfloat16:cl", "compile:bfloat16"],
                  windows=5, window_steps=30, profile=True,
                  ablate=["reuse_forward=0", "upsample=phases", "data=sequential",
-                         "d_joint_pass=1", "xla=--xla_gpu_autotune_level=0"]),
+                         "d_joint_pass=1", "xla=--xla_gpu_autotune_level=0"],
+                 # Leaves ~90 s of gpu_benchmark.sh's 5 minutes to the FID Inception's part.
+                 time_budget_s=210),
     "cpu": dict(models=["dcgan64"], batch_sizes=["16"], dtypes=["float32"],
                 steps_per_dispatch=["1", "2"], torch=["eager:float32", "eager:bfloat16"],
                 windows=5, window_steps=6, profile=True,
@@ -107,8 +113,14 @@ def _xla_variant(model, batch, dtype, k, xla_flags, peak):
     return rows
 
 
-def _ablations(model, batch, dtype, k, peak, add):
+def _ablations(model, batch, dtype, k, peak, add, budget, estimate_s, skipped):
     for spec in _ABLATE.value:
+        if not budget.allows(estimate_s):
+            print(f"# ablation {spec} skipped: {budget.elapsed():.0f} s of the "
+                  f"{budget.seconds:g} s budget spent, and it takes about {estimate_s:.0f} s",
+                  flush=True)
+            skipped.append(spec)
+            continue
         try:
             if spec.startswith("xla="):
                 new = _xla_variant(model, batch, dtype, k, spec[len("xla="):], peak)
@@ -131,6 +143,7 @@ def main(argv):
 
 def _main():
     logging.set_verbosity(logging.WARNING)
+    budget = benchmark.Budget(_BUDGET.value)
     if _PRESET.value:  # Flags given on the command line win over the preset's.
         for name, value in PRESETS[_PRESET.value].items():
             if not flags.FLAGS[name].present:
@@ -159,7 +172,8 @@ def _main():
         settings = []
     meta = {"device": jax.devices()[0].device_kind, "backend": jax.default_backend(),
             "jax": jax.__version__, "matmul_peak_tflops": peak / 1e12, "argv": sys.argv,
-            "xla_flags": os.environ.get("XLA_FLAGS", "")}
+            "xla_flags": os.environ.get("XLA_FLAGS", ""), "time_budget_s": _BUDGET.value,
+            "skipped": []}
     rows = []
 
     def add(new_rows):
@@ -170,9 +184,9 @@ def _main():
             print(benchmark.table([r]).splitlines()[-1], flush=True)
         _save(rows, meta, complete=False)
 
+    main_dtype, main_k = _DTYPES.value[-1], int(_KS.value[-1])
     for model in _MODELS.value:
         for batch in map(int, _BATCHES.value):
-            main_dtype, main_k = _DTYPES.value[-1], int(_KS.value[-1])
             for dtype in _DTYPES.value:
                 for k in map(int, _KS.value):
                     profiled = _PROFILE.value and (dtype, k) == (main_dtype, main_k)
@@ -181,15 +195,20 @@ def _main():
                         window_steps=_WINDOW_STEPS.value, peak_flops=peak,
                         profile_dir=profile_dir if profiled else None)])
             # Same model and step as the PyTorch reference: take its FLOPs from the last row.
-            gflop = rows[-1]["gflop_per_step"] * 1e9
-            if batch == int(_BATCHES.value[-1]):
-                _ablations(model, batch, main_dtype, main_k, peak, add)
+            default_row = rows[-1]
+            gflop = default_row["gflop_per_step"] * 1e9
             for setting in settings:
                 try:
                     add([_run_torch(model, batch, setting, peak, gflop)])
                 except Exception as e:  # A setting that fails is a result too.
                     print(f"# PyTorch {setting} failed: {type(e).__name__}: {str(e)[:300]}",
                           flush=True)
+        # Ablations last: the comparison with PyTorch comes first when time is short.
+        _ablations(model, batch, main_dtype, main_k, peak, add, budget,
+                   default_row["wall_s"], meta["skipped"])
+    print(f"\n# {len(rows)} rows in {budget.elapsed():.0f} s"
+          + (f" (budget {_BUDGET.value:g} s; skipped: {', '.join(meta['skipped'])})"
+             if meta["skipped"] else ""))
     print()
     print(benchmark.table(rows))
     if any(r.get("ablation") for r in rows):

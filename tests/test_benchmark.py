@@ -77,6 +77,22 @@ def test_ablations_are_parsed_and_bad_ones_refused():
                        ("data=random", "sequential")):
         with pytest.raises(ConfigError, match=match):
             benchmark.parse_variant(bad)
+    with pytest.raises(TypeError, match="unknown ablations \\['reuse'\\]"):
+        benchmark.time_gan_jax("dcgan28", 8, "float32", 1, reuse=False)
+
+
+def test_a_time_budget_admits_only_the_jobs_that_fit():
+    now = [100.0]
+    budget = benchmark.Budget(60, clock=lambda: now[0])
+    assert budget.allows(60) and not budget.allows(61)
+    now[0] = 150.0
+    assert budget.elapsed() == 50 and budget.left() == 10
+    assert budget.allows(10) and not budget.allows(10.5)
+    unlimited = benchmark.Budget(0, clock=lambda: now[0])
+    now[0] = 1e9
+    assert unlimited.allows(1e9) and unlimited.left() == float("inf")
+    with pytest.raises(ConfigError, match="0 \\(none\\) or positive"):
+        benchmark.Budget(-1)
 
 
 def test_an_ablated_step_is_timed_and_labelled():
@@ -172,3 +188,21 @@ def test_a_stopped_benchmark_keeps_its_rows_and_the_previous_results(tmp_path):
     saved = json.loads(partial.read_text())
     assert not saved["meta"]["complete"] and saved["rows"][0]["setting"] == "jit"
     assert out.read_text() == "results of an earlier run"
+
+
+def test_ablations_that_do_not_fit_the_time_budget_are_skipped_and_listed(tmp_path):
+    out = tmp_path / "rows.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "experiments.benchmark", "--models=dcgan28", "--batch_sizes=8",
+         "--dtypes=float32", "--steps_per_dispatch=1", "--torch=", "--windows=1",
+         "--window_steps=1", "--matmul_peak=1e11", "--ablate=donate=0",
+         "--ablate=xla=--xla_cpu_enable_fast_math=false", "--time_budget_s=0.001",
+         f"--out={out}"], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    saved = json.loads(out.read_text())
+    # The default step is always timed; the ablations would overrun 1 ms.
+    assert [r["setting"] for r in saved["rows"]] == ["jit"]
+    assert saved["meta"]["skipped"] == ["donate=0", "xla=--xla_cpu_enable_fast_math=false"]
+    assert saved["rows"][0]["wall_s"] >= saved["rows"][0]["compile_s"] > 0
+    assert "# ablation donate=0 skipped" in proc.stdout
+    assert "skipped: donate=0, xla=--xla_cpu_enable_fast_math=false" in proc.stdout
