@@ -4,9 +4,12 @@ import tempfile
 
 # Tests are dominated by XLA:CPU compile time, not run time: compile with LLVM's cheapest
 # pipeline (about 2-5x faster here; same HLO, so the same program), and share compiled
-# programs between tests and the subprocesses they start through a persistent cache.
-os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
-                           + " --xla_backend_optimization_level=0").strip()
+# programs between tests and the subprocesses they start through a persistent cache. (At
+# level 1 the trainer tests run 10% faster and the step tests compile 14% slower: no gain.)
+# An XLA_FLAGS that sets the level itself wins.
+if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                               + " --xla_backend_optimization_level=0").strip()
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
                       tempfile.mkdtemp(prefix="gan_jax_test_xla_cache_"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")

@@ -81,9 +81,9 @@ def _straight(c, workdir):
 
 
 @pytest.mark.parametrize("name,steps,layout", [
-    ("mnist_mlp", 200, {}), ("mnist_dcgan", 60, {}),
+    ("mnist_mlp", 100, {}), ("mnist_dcgan", 60, {}),
     # The grain iterator's position and on-device augmentation.
-    ("mnist_mlp", 200, {"dataset.pipeline": "streaming", "dataset.augment": "color,cutout"})])
+    ("mnist_mlp", 100, {"dataset.pipeline": "streaming", "dataset.augment": "color,cutout"})])
 def test_sigterm_then_resume_is_bit_identical(name, steps, layout, mnist_dir, tmp_path):
     c = _config(mnist_dir, name, num_steps=steps, log_every=10, sample_every=steps,
                 **{"checkpoint.every": 20}, **layout)
@@ -112,7 +112,7 @@ def test_sigterm_then_resume_is_bit_identical(name, steps, layout, mnist_dir, tm
 
 def test_sigkill_between_checkpoints_then_resume(mnist_dir, tmp_path):
     # The per-device pmap step here; the sharded jit step in the SIGTERM tests above.
-    c = _config(mnist_dir, num_steps=200, sample_every=200, **{"checkpoint.every": 20,
+    c = _config(mnist_dir, num_steps=100, sample_every=100, **{"checkpoint.every": 20,
                                                                  "parallel.mode": "pmap"})
     _straight(c, tmp_path / "straight")
     run = tmp_path / "killed"
@@ -121,7 +121,7 @@ def test_sigkill_between_checkpoints_then_resume(mnist_dir, tmp_path):
     proc.kill()
     proc.wait()
     last = max(_steps(run / "checkpoints"))
-    assert last < 200
+    assert last < 100
     assert train.train_and_evaluate(c, run)["resumed_from"] == last
     assert not [p for p in (run / "checkpoints").iterdir() if "tmp" in p.name]
     assert_trees_equal(_restore(tmp_path / "straight", c)[0], _restore(run, c)[0])
