@@ -18,9 +18,12 @@ like the real batch), or try one the default leaves off: "d_joint_pass=1" (D sco
 real and fake in one call), joined by '+' for several, or "xla=FLAGS", which runs that
 setting again in a fresh process with FLAGS added to XLA_FLAGS. --profile traces one more
 window of the last listed dtype and K at every batch size with jax.profiler and prints
-where its time goes. --time_budget_s skips the ablations that would not fit in it (each is
-taken to cost what the default step's row of the same batch cost, compile included); the
-rows they would add are listed as skipped.
+where its time goes.
+
+The run goes in order of need: the default step (last listed dtype and K) and PyTorch at
+every batch; then gan_jax's other dtypes and K; then the ablations. --time_budget_s skips
+what would not fit in it after the first part (each row is taken to cost what the default
+step's row of its batch cost, compile included), and lists what it skipped.
 """
 import json
 import os
@@ -113,13 +116,33 @@ def _xla_variant(model, batch, dtype, k, xla_flags, peak):
     return rows
 
 
+def _skip(what, budget, estimate_s, skipped) -> bool:
+    if budget.allows(estimate_s):
+        return False
+    print(f"# {what} skipped: {budget.elapsed():.0f} s of the {budget.seconds:g} s budget "
+          f"spent, and it takes about {estimate_s:.0f} s", flush=True)
+    skipped.append(what)
+    return True
+
+
+def _display_order(rows):
+    """Sort key for the tables: by model and batch as listed, gan_jax first (dtype and K as
+    listed, ablations last), then PyTorch in the order run."""
+    run_order = {id(r): i for i, r in enumerate(rows)}
+
+    def key(r):
+        place = (_MODELS.value.index(r["model"]), _BATCHES.value.index(str(r["batch"])))
+        if r["framework"] != "gan_jax":
+            return (*place, 2, run_order[id(r)])
+        return (*place, 1 if r.get("ablation") else 0,
+                (_DTYPES.value.index(r["dtype"]), _KS.value.index(str(r["steps_per_dispatch"])),
+                 run_order[id(r)]))
+    return key
+
+
 def _ablations(model, batch, dtype, k, peak, add, budget, estimate_s, skipped):
     for spec in _ABLATE.value:
-        if not budget.allows(estimate_s):
-            print(f"# ablation {spec} skipped: {budget.elapsed():.0f} s of the "
-                  f"{budget.seconds:g} s budget spent, and it takes about {estimate_s:.0f} s",
-                  flush=True)
-            skipped.append(spec)
+        if _skip(f"ablation {spec}", budget, estimate_s, skipped):
             continue
         try:
             if spec.startswith("xla="):
@@ -185,30 +208,44 @@ def _main():
         _save(rows, meta, complete=False)
 
     main_dtype, main_k = _DTYPES.value[-1], int(_KS.value[-1])
+    batches = list(map(int, _BATCHES.value))
     for model in _MODELS.value:
-        for batch in map(int, _BATCHES.value):
-            for dtype in _DTYPES.value:
-                for k in map(int, _KS.value):
-                    profiled = _PROFILE.value and (dtype, k) == (main_dtype, main_k)
-                    add([benchmark.time_gan_jax(
-                        model, batch, dtype, k, windows=_WINDOWS.value,
-                        window_steps=_WINDOW_STEPS.value, peak_flops=peak,
-                        profile_dir=profile_dir if profiled else None)])
-            # Same model and step as the PyTorch reference: take its FLOPs from the last row.
-            default_row = rows[-1]
-            gflop = default_row["gflop_per_step"] * 1e9
+        # First what the comparison needs, so that a run cut short still has it: the default
+        # step (last listed dtype and K) at each batch, and PyTorch.
+        default_rows = {}
+        for batch in batches:
+            add([benchmark.time_gan_jax(
+                model, batch, main_dtype, main_k, windows=_WINDOWS.value,
+                window_steps=_WINDOW_STEPS.value, peak_flops=peak,
+                profile_dir=profile_dir if _PROFILE.value else None)])
+            default_rows[batch] = rows[-1]
+            # Same model and step as the PyTorch reference: take its FLOPs from this row.
+            gflop = rows[-1]["gflop_per_step"] * 1e9
             for setting in settings:
                 try:
                     add([_run_torch(model, batch, setting, peak, gflop)])
                 except Exception as e:  # A setting that fails is a result too.
                     print(f"# PyTorch {setting} failed: {type(e).__name__}: {str(e)[:300]}",
                           flush=True)
-        # Ablations last: the comparison with PyTorch comes first when time is short.
-        _ablations(model, batch, main_dtype, main_k, peak, add, budget,
-                   default_row["wall_s"], meta["skipped"])
+        # Then the other dtypes and K, then the ablations, while the budget lasts.
+        for batch in batches:
+            for dtype in _DTYPES.value:
+                for k in map(int, _KS.value):
+                    if (dtype, k) == (main_dtype, main_k):
+                        continue
+                    estimate = default_rows[batch]["wall_s"]
+                    if _skip(f"{model} batch {batch} {dtype} K={k}", budget, estimate,
+                             meta["skipped"]):
+                        continue
+                    add([benchmark.time_gan_jax(
+                        model, batch, dtype, k, windows=_WINDOWS.value,
+                        window_steps=_WINDOW_STEPS.value, peak_flops=peak)])
+        _ablations(model, batches[-1], main_dtype, main_k, peak, add, budget,
+                   default_rows[batches[-1]]["wall_s"], meta["skipped"])
     print(f"\n# {len(rows)} rows in {budget.elapsed():.0f} s"
           + (f" (budget {_BUDGET.value:g} s; skipped: {', '.join(meta['skipped'])})"
              if meta["skipped"] else ""))
+    rows.sort(key=_display_order(rows))
     print()
     print(benchmark.table(rows))
     if any(r.get("ablation") for r in rows):

@@ -194,15 +194,16 @@ def test_ablations_that_do_not_fit_the_time_budget_are_skipped_and_listed(tmp_pa
     out = tmp_path / "rows.json"
     proc = subprocess.run(
         [sys.executable, "-m", "experiments.benchmark", "--models=dcgan28", "--batch_sizes=8",
-         "--dtypes=float32", "--steps_per_dispatch=1", "--torch=", "--windows=1",
-         "--window_steps=1", "--matmul_peak=1e11", "--ablate=donate=0",
+         "--dtypes=float32", "--steps_per_dispatch=1,2", "--torch=", "--windows=1",
+         "--window_steps=2", "--matmul_peak=1e11", "--ablate=donate=0",
          "--ablate=xla=--xla_cpu_enable_fast_math=false", "--time_budget_s=0.001",
          f"--out={out}"], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     saved = json.loads(out.read_text())
-    # The default step is always timed; the ablations would overrun 1 ms.
-    assert [r["setting"] for r in saved["rows"]] == ["jit"]
-    assert saved["meta"]["skipped"] == ["donate=0", "xla=--xla_cpu_enable_fast_math=false"]
+    # The default step (the last listed K) is always timed; the rest would overrun 1 ms.
+    assert [r["setting"] for r in saved["rows"]] == ["jit K=2"]
+    assert saved["meta"]["skipped"] == ["dcgan28 batch 8 float32 K=1", "ablation donate=0",
+                                        "ablation xla=--xla_cpu_enable_fast_math=false"]
     assert saved["rows"][0]["wall_s"] >= saved["rows"][0]["compile_s"] > 0
-    assert "# ablation donate=0 skipped" in proc.stdout
-    assert "skipped: donate=0, xla=--xla_cpu_enable_fast_math=false" in proc.stdout
+    assert "# dcgan28 batch 8 float32 K=1 skipped: " in proc.stdout
+    assert "skipped: dcgan28 batch 8 float32 K=1, ablation donate=0, ablation xla=" in proc.stdout
