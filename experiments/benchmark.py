@@ -11,7 +11,7 @@ installed, or with --torch=, only gan_jax runs. --preset=h200 is the whole GPU r
 with a preset override its values.
 
 Ablations (--ablate, repeatable) undo one choice of the default step at the last listed
-batch size, dtype and K: "reuse_forward=0", "share_fake=0", "upsample=phases",
+dtype and K, and at each of --ablate_batches (default: the last listed batch size): "reuse_forward=0", "share_fake=0", "upsample=phases",
 "donate=0", "unroll=1", "data=sequential" (read the data in order: what the on-device
 shuffle costs), "shard_latents=0" (several devices: G's latent draw laid out by XLA, not
 like the real batch), or try one the default leaves off: "d_joint_pass=1" (D scores
@@ -50,6 +50,8 @@ _OUT = flags.DEFINE_string("out", "benchmark.json", "JSON file for all rows (wri
                            "end; <out>.partial holds the rows so far while it runs).")
 _PRESET = flags.DEFINE_enum("preset", None, ["h200", "cpu"], "A whole run, sized for it.")
 _ABLATE = flags.DEFINE_multi_string("ablate", [], "Ablations of the default step (see above).")
+_ABLATE_BATCHES = flags.DEFINE_list("ablate_batches", [], "Batch sizes the ablations run at, "
+                                    "in this order (default: the last of --batch_sizes).")
 _PROFILE = flags.DEFINE_bool("profile", False, "Profile the default step of each batch.")
 _PROFILE_DIR = flags.DEFINE_string("profile_dir", "", "Where traces go ('': a temporary dir).")
 _PEAK = flags.DEFINE_float("matmul_peak", 0.0, "Known matmul FLOP/s (0: measure it).")
@@ -62,7 +64,10 @@ PRESETS = {
                  torch=["eager:float32", "eager:bfloat16:cl", "compile:bfloat16"],
                  windows=5, window_steps=30, profile=True,
                  ablate=["reuse_forward=0", "upsample=phases", "data=sequential",
-                         "d_joint_pass=1", "xla=--xla_gpu_autotune_level=0"],
+                         "d_joint_pass=1", "xla=--xla_gpu_autotune_level=0",
+                         # Also the data draw's and the K-step scan's loops in CUDA graphs.
+                         "xla=--xla_gpu_enable_command_buffer=+WHILE,+CONDITIONAL"],
+                 ablate_batches=["1024", "128"],
                  # Leaves ~90 s of gpu_benchmark.sh's 5 minutes to the FID Inception's part.
                  time_budget_s=210),
     "cpu": dict(models=["dcgan64"], batch_sizes=["16"], dtypes=["float32"],
@@ -142,7 +147,7 @@ def _display_order(rows):
 
 def _ablations(model, batch, dtype, k, peak, add, budget, estimate_s, skipped):
     for spec in _ABLATE.value:
-        if _skip(f"ablation {spec}", budget, estimate_s, skipped):
+        if _skip(f"ablation {spec} at batch {batch}", budget, estimate_s, skipped):
             continue
         try:
             if spec.startswith("xla="):
@@ -171,6 +176,11 @@ def _main():
         for name, value in PRESETS[_PRESET.value].items():
             if not flags.FLAGS[name].present:
                 flags.FLAGS[name].value = value
+    for b in _ABLATE_BATCHES.value:
+        if b not in _BATCHES.value:
+            raise errors.ConfigError(f"--ablate_batches entry {b} is not one of --batch_sizes "
+                                     f"{','.join(_BATCHES.value)}: ablations are compared with "
+                                     "the default step at the same batch.")
     for spec in _ABLATE.value:  # Refuse misspelt input before any timing.
         if not spec.startswith("xla="):
             benchmark.parse_variant(spec)
@@ -240,8 +250,9 @@ def _main():
                     add([benchmark.time_gan_jax(
                         model, batch, dtype, k, windows=_WINDOWS.value,
                         window_steps=_WINDOW_STEPS.value, peak_flops=peak)])
-        _ablations(model, batches[-1], main_dtype, main_k, peak, add, budget,
-                   default_rows[batches[-1]]["wall_s"], meta["skipped"])
+        for batch in map(int, _ABLATE_BATCHES.value or batches[-1:]):
+            _ablations(model, batch, main_dtype, main_k, peak, add, budget,
+                       default_rows[batch]["wall_s"], meta["skipped"])
     print(f"\n# {len(rows)} rows in {budget.elapsed():.0f} s"
           + (f" (budget {_BUDGET.value:g} s; skipped: {', '.join(meta['skipped'])})"
              if meta["skipped"] else ""))

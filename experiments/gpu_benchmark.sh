@@ -3,10 +3,11 @@
 #  1. experiments.benchmark --preset=h200: DCGAN-64 at batch 128 and 1024, float32 and
 #     bfloat16, 1 and 10 steps per dispatch; PyTorch eager fp32, eager bf16 channels_last,
 #     torch.compile bf16; a jax.profiler breakdown of the default bf16 K=10 step at each
-#     batch; ablations at batch 1024 (G forward recomputed, phase upsampling, data read
-#     in order instead of shuffled on the device, D on real and fake in one call, no XLA
-#     autotuning). The bf16 K=10 step and PyTorch run first; the other settings and the
-#     ablations are skipped where they would overrun 210 s (--time_budget_s).
+#     batch; ablations at batch 1024, then 128 (G forward recomputed, phase upsampling,
+#     data read in order instead of shuffled on the device, D on real and fake in one
+#     call, no XLA autotuning, loops in CUDA graphs). The bf16 K=10 step and PyTorch run
+#     first; the other settings and the ablations are skipped where they would overrun
+#     210 s (--time_budget_s).
 #  2. experiments.eval_benchmark: the FID Inception's img/s at batch 500, float32 and
 #     bfloat16, and the FID shift of bfloat16.
 # Needs jax (CUDA), flax, optax, orbax-checkpoint, absl-py, PyYAML and torch; no network.

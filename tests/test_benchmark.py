@@ -152,6 +152,10 @@ def test_benchmark_script_profiles_ablates_and_survives_a_failing_setting(tmp_pa
                           f"--out={tmp_path / 'none.json'}"],
                          cwd=REPO, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 1 and "Unknown --models entry 'dcgan65'" in bad.stderr
+    bad = subprocess.run([sys.executable, "-m", "experiments.benchmark", "--batch_sizes=8",
+                          "--ablate_batches=16", f"--out={tmp_path / 'none.json'}"],
+                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 1 and "--ablate_batches entry 16 is not one of" in bad.stderr
     assert not (tmp_path / "none.json").exists()
 
 
@@ -202,8 +206,10 @@ def test_ablations_that_do_not_fit_the_time_budget_are_skipped_and_listed(tmp_pa
     saved = json.loads(out.read_text())
     # The default step (the last listed K) is always timed; the rest would overrun 1 ms.
     assert [r["setting"] for r in saved["rows"]] == ["jit K=2"]
-    assert saved["meta"]["skipped"] == ["dcgan28 batch 8 float32 K=1", "ablation donate=0",
-                                        "ablation xla=--xla_cpu_enable_fast_math=false"]
+    assert saved["meta"]["skipped"] == [
+        "dcgan28 batch 8 float32 K=1", "ablation donate=0 at batch 8",
+        "ablation xla=--xla_cpu_enable_fast_math=false at batch 8"]
     assert saved["rows"][0]["wall_s"] >= saved["rows"][0]["compile_s"] > 0
     assert "# dcgan28 batch 8 float32 K=1 skipped: " in proc.stdout
-    assert "skipped: dcgan28 batch 8 float32 K=1, ablation donate=0, ablation xla=" in proc.stdout
+    assert ("skipped: dcgan28 batch 8 float32 K=1, ablation donate=0 at batch 8, ablation xla="
+            in proc.stdout)
