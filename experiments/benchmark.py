@@ -176,6 +176,8 @@ def _main():
         for name, value in PRESETS[_PRESET.value].items():
             if not flags.FLAGS[name].present:
                 flags.FLAGS[name].value = value
+        if _BATCHES.present and not _ABLATE_BATCHES.present:  # The preset's may not be listed.
+            flags.FLAGS.ablate_batches = []
     for b in _ABLATE_BATCHES.value:
         if b not in _BATCHES.value:
             raise errors.ConfigError(f"--ablate_batches entry {b} is not one of --batch_sizes "

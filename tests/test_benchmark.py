@@ -148,8 +148,9 @@ def test_benchmark_script_profiles_ablates_and_survives_a_failing_setting(tmp_pa
     assert "Where the time goes: dcgan28 batch 8 float32 jit" in proc.stdout
     assert json.loads(out.read_text())["meta"]["complete"]
     assert not pathlib.Path(f"{out}.partial").exists()
-    bad = subprocess.run([sys.executable, "-m", "experiments.benchmark", "--models=dcgan65",
-                          f"--out={tmp_path / 'none.json'}"],
+    # With --batch_sizes given, the preset's --ablate_batches=1024,128 is dropped, not refused.
+    bad = subprocess.run([sys.executable, "-m", "experiments.benchmark", "--preset=h200",
+                          "--batch_sizes=8", "--models=dcgan65", f"--out={tmp_path / 'none.json'}"],
                          cwd=REPO, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 1 and "Unknown --models entry 'dcgan65'" in bad.stderr
     bad = subprocess.run([sys.executable, "-m", "experiments.benchmark", "--batch_sizes=8",
