@@ -11,8 +11,9 @@ installed, or with --torch=, only gan_jax runs. --preset=h200 is the whole GPU r
 with a preset override its values.
 
 Ablations (--ablate, repeatable) undo one choice of the default step at the last listed
-dtype and K, and at each of --ablate_batches (default: the last listed batch size): "reuse_forward=0", "share_fake=0", "upsample=phases",
-"donate=0", "unroll=1", "data=sequential" (read the data in order: what the on-device
+dtype and K, and at each of --ablate_batches (default: the last listed batch size):
+"reuse_forward=0", "share_fake=0", "upsample=phases", "donate=0", "unroll=1",
+"data=sequential" (read the data in order: what the on-device
 shuffle costs), "shard_latents=0" (several devices: G's latent draw laid out by XLA, not
 like the real batch), or try one the default leaves off: "d_joint_pass=1" (D scores
 real and fake in one call), joined by '+' for several, or "xla=FLAGS", which runs that
@@ -55,8 +56,9 @@ _ABLATE_BATCHES = flags.DEFINE_list("ablate_batches", [], "Batch sizes the ablat
 _PROFILE = flags.DEFINE_bool("profile", False, "Profile the default step of each batch.")
 _PROFILE_DIR = flags.DEFINE_string("profile_dir", "", "Where traces go ('': a temporary dir).")
 _PEAK = flags.DEFINE_float("matmul_peak", 0.0, "Known matmul FLOP/s (0: measure it).")
-_BUDGET = flags.DEFINE_float("time_budget_s", 0.0, "Seconds the run may take: ablations that "
-                             "would not fit are skipped (0: no limit).")
+_BUDGET = flags.DEFINE_float("time_budget_s", 0.0, "Seconds the run may take: rows after the "
+                             "default steps and PyTorch that would not fit are skipped "
+                             "(0: no limit).")
 
 PRESETS = {
     "h200": dict(models=["dcgan64"], batch_sizes=["128", "1024"],
@@ -130,19 +132,21 @@ def _skip(what, budget, estimate_s, skipped) -> bool:
     return True
 
 
-def _display_order(rows):
-    """Sort key for the tables: by model and batch as listed, gan_jax first (dtype and K as
-    listed, ablations last), then PyTorch in the order run."""
-    run_order = {id(r): i for i, r in enumerate(rows)}
+def _display_order(r):
+    """Sort key for the tables (a stable sort keeps the run order within a key): by model
+    and batch as listed, gan_jax first (dtype and K as listed, ablations last), then
+    PyTorch."""
+    place = (_MODELS.value.index(r["model"]), _BATCHES.value.index(str(r["batch"])))
+    if r["framework"] != "gan_jax":
+        return (*place, 2)
+    return (*place, 1 if r.get("ablation") else 0, _DTYPES.value.index(r["dtype"]),
+            _KS.value.index(str(r["steps_per_dispatch"])))
 
-    def key(r):
-        place = (_MODELS.value.index(r["model"]), _BATCHES.value.index(str(r["batch"])))
-        if r["framework"] != "gan_jax":
-            return (*place, 2, run_order[id(r)])
-        return (*place, 1 if r.get("ablation") else 0,
-                (_DTYPES.value.index(r["dtype"]), _KS.value.index(str(r["steps_per_dispatch"])),
-                 run_order[id(r)]))
-    return key
+
+def _time_gan_jax(model, batch, dtype, k, peak, **kwargs):
+    """One gan_jax row with the run's window flags; ``kwargs``: profile_dir, ablations."""
+    return benchmark.time_gan_jax(model, batch, dtype, k, windows=_WINDOWS.value,
+                                  window_steps=_WINDOW_STEPS.value, peak_flops=peak, **kwargs)
 
 
 def _ablations(model, batch, dtype, k, peak, add, budget, estimate_s, skipped):
@@ -153,10 +157,8 @@ def _ablations(model, batch, dtype, k, peak, add, budget, estimate_s, skipped):
             if spec.startswith("xla="):
                 new = _xla_variant(model, batch, dtype, k, spec[len("xla="):], peak)
             else:
-                new = [benchmark.time_gan_jax(
-                    model, batch, dtype, k, windows=_WINDOWS.value,
-                    window_steps=_WINDOW_STEPS.value, peak_flops=peak,
-                    **benchmark.parse_variant(spec))]
+                new = [_time_gan_jax(model, batch, dtype, k, peak,
+                                     **benchmark.parse_variant(spec))]
         except Exception as e:  # A setting that fails to compile or run is a result too.
             print(f"# ablation {spec} failed: {type(e).__name__}: {str(e)[:300]}", flush=True)
             continue
@@ -226,10 +228,8 @@ def _main():
         # step (last listed dtype and K) at each batch, and PyTorch.
         default_rows = {}
         for batch in batches:
-            add([benchmark.time_gan_jax(
-                model, batch, main_dtype, main_k, windows=_WINDOWS.value,
-                window_steps=_WINDOW_STEPS.value, peak_flops=peak,
-                profile_dir=profile_dir if _PROFILE.value else None)])
+            add([_time_gan_jax(model, batch, main_dtype, main_k, peak,
+                               profile_dir=profile_dir if _PROFILE.value else None)])
             default_rows[batch] = rows[-1]
             # Same model and step as the PyTorch reference: take its FLOPs from this row.
             gflop = rows[-1]["gflop_per_step"] * 1e9
@@ -249,16 +249,14 @@ def _main():
                     if _skip(f"{model} batch {batch} {dtype} K={k}", budget, estimate,
                              meta["skipped"]):
                         continue
-                    add([benchmark.time_gan_jax(
-                        model, batch, dtype, k, windows=_WINDOWS.value,
-                        window_steps=_WINDOW_STEPS.value, peak_flops=peak)])
+                    add([_time_gan_jax(model, batch, dtype, k, peak)])
         for batch in map(int, _ABLATE_BATCHES.value or batches[-1:]):
             _ablations(model, batch, main_dtype, main_k, peak, add, budget,
                        default_rows[batch]["wall_s"], meta["skipped"])
     print(f"\n# {len(rows)} rows in {budget.elapsed():.0f} s"
           + (f" (budget {_BUDGET.value:g} s; skipped: {', '.join(meta['skipped'])})"
              if meta["skipped"] else ""))
-    rows.sort(key=_display_order(rows))
+    rows.sort(key=_display_order)
     print()
     print(benchmark.table(rows))
     if any(r.get("ablation") for r in rows):
