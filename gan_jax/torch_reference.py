@@ -1,8 +1,8 @@
 """The same DCGAN and the same step in PyTorch, timed the same way, for the benchmark.
 
-Step (as the PyTorch DCGAN example): G draws one fake batch; D takes one Adam step on
-real and fake (non-saturating BCE on logits); G takes one Adam step on D's verdict on that
-same fake batch. Data are random uint8 images resident on the device. PyTorch is an
+Step (as the PyTorch DCGAN example computes it): G draws one fake batch; D takes one Adam
+step on real and fake (non-saturating BCE on logits); G takes one Adam step on D's verdict
+on that same fake batch. Data are random uint8 images resident on the device. PyTorch is an
 optional extra (``pip install -e .[torch]``), imported only here.
 """
 import statistics
@@ -38,17 +38,23 @@ def _nets(torch, resolution: int, channels: int, width: int, z_dim: int = 100):
     return G, D
 
 
-def time_pytorch(resolution: int, channels: int, width: int, batch: int, *, dtype: str,
-                 compile: bool = False, channels_last: bool = False, windows: int = 5,
-                 window_steps: int = 20, device: str | None = None) -> dict:
+def make_step(resolution: int, channels: int, width: int, batch: int, *, dtype: str,
+              compile: bool = False, channels_last: bool = False, device: str = "cpu",
+              seed: int = 0):
+    """The step as a PyTorch expert would write it: cuDNN autotuning, fused Adam on CUDA,
+    and G's update asks autograd for G's gradients only, not (as the PyTorch DCGAN example's
+    ``backward()`` does) for D's weight gradients too, which it then discards. Returns
+    ``(step, G, D)``; ``step()`` returns the detached D and G losses."""
     import torch
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    torch.manual_seed(0)
+    if device == "cuda":
+        torch.backends.cudnn.benchmark = True
+    torch.manual_seed(seed)
     G, D = (m.to(device) for m in _nets(torch, resolution, channels, width))
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     G, D = G.to(memory_format=fmt), D.to(memory_format=fmt)
-    opt_g = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
-    opt_d = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    adam = dict(lr=2e-4, betas=(0.5, 0.999), fused=device == "cuda" or None)
+    opt_g, opt_d = torch.optim.Adam(G.parameters(), **adam), torch.optim.Adam(D.parameters(), **adam)
+    g_params = list(G.parameters())
     bce = torch.nn.BCEWithLogitsLoss()
     data = torch.randint(0, 256, (max(4096, 2 * batch), channels, resolution, resolution),
                          dtype=torch.uint8, device=device)
@@ -71,11 +77,21 @@ def time_pytorch(resolution: int, channels: int, width: int, batch: int, *, dtyp
         opt_d.step()
         with autocast:
             g_loss = bce(d_run(fake).view(-1).float(), ones)
-        opt_g.zero_grad(set_to_none=True)
-        g_loss.backward()
+        for p, grad in zip(g_params, torch.autograd.grad(g_loss, g_params)):
+            p.grad = grad
         opt_g.step()
         return d_loss.detach(), g_loss.detach()
 
+    return step, G, D
+
+
+def time_pytorch(resolution: int, channels: int, width: int, batch: int, *, dtype: str,
+                 compile: bool = False, channels_last: bool = False, windows: int = 5,
+                 window_steps: int = 20, device: str | None = None) -> dict:
+    import torch
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    step, _, _ = make_step(resolution, channels, width, batch, dtype=dtype, compile=compile,
+                           channels_last=channels_last, device=device)
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     t = time.perf_counter()
     for _ in range(3):

@@ -66,6 +66,41 @@ def test_pytorch_reference_runs_the_same_model():
     assert np.isfinite(row["d_loss"]) and np.isfinite(row["g_loss"])
 
 
+def test_pytorch_reference_step_is_the_dcgan_examples_step():
+    """The tuned step (G's gradients only, via autograd.grad) updates G and D exactly as the
+    PyTorch DCGAN example's step (backward() through D too) does."""
+    torch = pytest.importorskip("torch", reason="PyTorch is an optional extra")
+    from gan_jax import torch_reference
+    res, ch, width, batch = 28, 1, 8, 4
+    step, G, D = torch_reference.make_step(res, ch, width, batch, dtype="float32")
+    losses = [[x.item() for x in step()] for _ in range(3)]
+    # The example's step, written out, with the same seed and the same order of draws.
+    torch.manual_seed(0)
+    G0, D0 = torch_reference._nets(torch, res, ch, width)
+    opt_g = torch.optim.Adam(G0.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam(D0.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    bce = torch.nn.BCEWithLogitsLoss()
+    data = torch.randint(0, 256, (4096, ch, res, res), dtype=torch.uint8)
+    for d_loss, g_loss in losses:
+        real = data[torch.randint(0, data.shape[0], (batch,))].float() / 127.5 - 1.0
+        fake = G0(torch.randn(batch, 100, 1, 1))
+        d_loss0 = (bce(D0(real).view(-1), torch.ones(batch))
+                   + bce(D0(fake.detach()).view(-1), torch.zeros(batch)))
+        opt_d.zero_grad()
+        d_loss0.backward()
+        opt_d.step()
+        g_loss0 = bce(D0(fake).view(-1), torch.ones(batch))
+        opt_g.zero_grad()
+        g_loss0.backward()
+        opt_g.step()
+        np.testing.assert_allclose([d_loss, g_loss], [d_loss0.item(), g_loss0.item()],
+                                   rtol=1e-5)
+    for net, net0 in ((G, G0), (D, D0)):
+        for (name, p), p0 in zip(net.state_dict().items(), net0.state_dict().values()):
+            np.testing.assert_allclose(p.numpy(), p0.numpy(), rtol=1e-5, atol=1e-6,
+                                       err_msg=name)
+
+
 def test_ablations_are_parsed_and_bad_ones_refused():
     assert benchmark.parse_variant("reuse_forward=0+upsample=transpose+unroll=1") == {
         "reuse_forward": False, "upsample": "transpose", "unroll": True}
