@@ -24,7 +24,7 @@ where its time goes.
 The run goes in order of need: the default step (last listed dtype and K) and PyTorch at
 every batch; then gan_jax's other dtypes and K; then the ablations. --time_budget_s skips
 what would not fit in it after the first part (each row is taken to cost what the default
-step's row of its batch cost, compile included), and lists what it skipped.
+step's row of its batch cost, compile included, profile not), and lists what it skipped.
 """
 import json
 import os
@@ -130,6 +130,11 @@ def _skip(what, budget, estimate_s, skipped) -> bool:
           f"spent, and it takes about {estimate_s:.0f} s", flush=True)
     skipped.append(what)
     return True
+
+
+def _cost(default_row) -> float:
+    """What an unprofiled row at the default row's batch is taken to cost, in seconds."""
+    return default_row["wall_s"] - default_row["profile_s"]
 
 
 def _display_order(r):
@@ -245,14 +250,14 @@ def _main():
                 for k in map(int, _KS.value):
                     if (dtype, k) == (main_dtype, main_k):
                         continue
-                    estimate = default_rows[batch]["wall_s"]
+                    estimate = _cost(default_rows[batch])
                     if _skip(f"{model} batch {batch} {dtype} K={k}", budget, estimate,
                              meta["skipped"]):
                         continue
                     add([_time_gan_jax(model, batch, dtype, k, peak)])
         for batch in map(int, _ABLATE_BATCHES.value or batches[-1:]):
             _ablations(model, batch, main_dtype, main_k, peak, add, budget,
-                       default_rows[batch]["wall_s"], meta["skipped"])
+                       _cost(default_rows[batch]), meta["skipped"])
     print(f"\n# {len(rows)} rows in {budget.elapsed():.0f} s"
           + (f" (budget {_BUDGET.value:g} s; skipped: {', '.join(meta['skipped'])})"
              if meta["skipped"] else ""))

@@ -170,9 +170,10 @@ def time_gan_jax(model: str, batch: int, dtype: str, k: int, *, windows: int = 5
         per_step.append((time.perf_counter() - t) / (dispatches * k))
     last = {name: float(np.asarray(jax.device_get(v))[-1])
             for name, v in box["metrics"].items()}
-    profile = None
+    profile, profile_s = None, 0.0
     if profile_dir:
         from gan_jax import profiling
+        t = time.perf_counter()
         try:
             path, wall = profiling.capture(window, profile_dir)
             profile = profiling.summarize(path, engine.hlo_text(), steps=dispatches * k,
@@ -180,6 +181,7 @@ def time_gan_jax(model: str, batch: int, dtype: str, k: int, *, windows: int = 5
             profile["trace"] = path
         except Exception as e:  # No profiler (e.g. no CUPTI) must not cost the timings.
             profile = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
+        profile_s = time.perf_counter() - t
     engine.close()
     s = statistics.median(per_step)
     tags = [f"{key}={int(x) if isinstance(x, bool) else x}" for key, x in v.items()
@@ -192,7 +194,7 @@ def time_gan_jax(model: str, batch: int, dtype: str, k: int, *, windows: int = 5
            "peak_memory_bytes": _peak_memory(), "d_loss": last["d_loss"],
            "g_loss": last["g_loss"], "devices": engine.shards,
            "backend": jax.default_backend(), "ablation": tags, "profile": profile,
-           "wall_s": time.perf_counter() - start}
+           "wall_s": time.perf_counter() - start, "profile_s": profile_s}
     out["mfu"] = step_flops / s / peak_flops if peak_flops else None
     return out
 

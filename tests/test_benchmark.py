@@ -177,6 +177,8 @@ def test_benchmark_script_profiles_ablates_and_survives_a_failing_setting(tmp_pa
     assert [r["setting"] for r in rows] == [
         "jit", "jit donate=0", "jit XLA_FLAGS=--xla_cpu_enable_fast_math=false"]
     assert rows[0]["profile"]["kinds"] and not rows[1]["profile"]
+    # The profile's time is kept apart: the budget does not charge it to unprofiled rows.
+    assert rows[0]["wall_s"] > rows[0]["profile_s"] > 0 and rows[1]["profile_s"] == 0
     assert pathlib.Path(rows[0]["profile"]["trace"]).is_file()
     assert "# ablation xla=--xla_no_such_flag failed" in proc.stdout
     assert "What each choice of the default step buys" in proc.stdout
