@@ -1,5 +1,7 @@
-"""Checksummed files: the sha256 of a file, and .npz files written atomically with a JSON
-``__meta__`` entry (weights, caches, sample dumps)."""
+"""Checksummed files: the sha256 of a file, .npz files written atomically with a JSON
+``__meta__`` entry (weights, caches, sample dumps), and a lock for building a cache once."""
+import contextlib
+import fcntl
 import hashlib
 import io
 import json
@@ -35,3 +37,19 @@ def read_npz(path_or_file) -> tuple[dict, dict | None]:
     with np.load(path_or_file, allow_pickle=False) as npz:
         meta = json.loads(str(npz[_META])) if _META in npz.files else None
         return {k: npz[k] for k in npz.files if k != _META}, meta
+
+
+@contextlib.contextmanager
+def exclusive(path):
+    """Holds an exclusive lock on the file ``path`` (created if missing), so that processes
+    that would build the same cache entry take turns; the second then finds it built. Where
+    the file system refuses locks, it goes on without one (each process builds; the atomic
+    write keeps the entry whole)."""
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX)
+        except OSError:
+            pass
+        yield  # Closing the file releases the lock.

@@ -1,5 +1,8 @@
 """The MNIST classifier (accuracy, cache key, determinism) and the calibration of the metrics
 on real MNIST: clean test images are the floor, noise and blur make every metric worse."""
+import threading
+import time
+
 import jax
 import numpy as np
 
@@ -24,6 +27,30 @@ def test_cache_key_follows_code_and_data(monkeypatch):
     monkeypatch.setattr(mnist_offline, "PICKLE_SHA256", "0" * 64)
     assert mc.cache_key() != key
     assert mc.cache_path().name == f"lenet-{mc.cache_key()}.npz"
+
+
+def test_callers_that_start_together_train_the_classifier_once(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    calls, results = [], []
+
+    def train_and_save(path, data_dir, log):  # Stands in for half a minute of training.
+        calls.append(path)
+        time.sleep(0.5)
+        params, meta = {"Dense_0": {"kernel": np.arange(3.0)}}, {"test_accuracy": 0.5}
+        mc._save(path, params, meta)
+        return params, meta
+
+    monkeypatch.setattr(mc, "_train_and_save", train_and_save)
+    threads = [threading.Thread(target=lambda: results.append(mc.load_or_train(log=print)))
+               for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert calls == [mc.cache_path()]  # The second caller waited, then found it cached.
+    assert [meta["test_accuracy"] for _, meta in results] == [0.5, 0.5]
+    np.testing.assert_array_equal(results[0][0]["Dense_0"]["kernel"],
+                                  results[1][0]["Dense_0"]["kernel"])
 
 
 def test_training_is_deterministic():

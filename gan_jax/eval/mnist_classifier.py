@@ -130,8 +130,17 @@ def _read(path: pathlib.Path):
 def load_or_train(data_dir: str | None = None, log=print):
     """(params, meta) of the cached classifier, training and caching it first if needed
     (about half a minute on two CPU cores). ``meta`` holds the test accuracy, the training
-    time, the cache key, the data checksum and the sha256 of the weights file."""
+    time, the cache key, the data checksum and the sha256 of the weights file. Processes
+    that start at once train it once: the others wait for it."""
     path = cache_path()
+    found = _cached(path, log)
+    if found:
+        return found
+    with files.exclusive(path.with_suffix(".lock")):
+        return _cached(path, log) or _train_and_save(path, data_dir, log)
+
+
+def _cached(path, log):
     if path.is_file():
         try:
             params, meta = _read(path)
@@ -139,6 +148,10 @@ def load_or_train(data_dir: str | None = None, log=print):
             return params, meta
         except (OSError, ValueError, KeyError) as e:  # A damaged cache: train again.
             log(f"gan_jax: ignoring unreadable classifier cache {path} ({e})")
+    return None
+
+
+def _train_and_save(path, data_dir, log):
     from gan_jax.data import sources
     log(f"gan_jax: training the MNIST classifier (cached at {path})")
     tr, te = sources.load("mnist", "train", data_dir), sources.load("mnist", "test", data_dir)
