@@ -52,8 +52,9 @@ def make_step(resolution: int, channels: int, width: int, batch: int, *, dtype: 
     G, D = (m.to(device) for m in _nets(torch, resolution, channels, width))
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     G, D = G.to(memory_format=fmt), D.to(memory_format=fmt)
-    adam = dict(lr=2e-4, betas=(0.5, 0.999), fused=device == "cuda" or None)
-    opt_g, opt_d = torch.optim.Adam(G.parameters(), **adam), torch.optim.Adam(D.parameters(), **adam)
+    adam = dict(lr=2e-4, betas=(0.5, 0.999), fused=True if device == "cuda" else None)
+    opt_g = torch.optim.Adam(G.parameters(), **adam)
+    opt_d = torch.optim.Adam(D.parameters(), **adam)
     g_params = list(G.parameters())
     bce = torch.nn.BCEWithLogitsLoss()
     data = torch.randint(0, 256, (max(4096, 2 * batch), channels, resolution, resolution),
