@@ -33,8 +33,9 @@ import sys
 import tempfile
 
 import jax
-from absl import app, flags, logging
+from absl import app, flags
 
+from experiments import cli
 from gan_jax import benchmark, errors, logs, profiling
 from gan_jax.models.registry import DTYPES
 
@@ -171,13 +172,11 @@ def _ablations(model, batch, dtype, k, peak, add, budget, estimate_s, skipped):
 
 
 def main(argv):
-    del argv
-    with errors.exit_on_error():
+    with cli.script(argv):
         _main()
 
 
 def _main():
-    logging.set_verbosity(logging.WARNING)
     budget = benchmark.Budget(_BUDGET.value)
     if _PRESET.value:  # Flags given on the command line win over the preset's.
         for name, value in PRESETS[_PRESET.value].items():

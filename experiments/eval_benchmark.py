@@ -16,9 +16,11 @@ import pathlib
 
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags, logging
+from absl import app, flags
 from flax import traverse_util
 
+from experiments import cli
+from gan_jax import logs
 from gan_jax.eval import features, inception_weights as iw
 from gan_jax.eval import metrics as M
 
@@ -65,8 +67,11 @@ def fid_shift(params, digest, dtype: str, n: int, batch: int) -> dict:
 
 
 def main(argv):
-    del argv
-    logging.set_verbosity(logging.WARNING)
+    with cli.script(argv):
+        _main()
+
+
+def _main():
     rows = []
     if "inception" in _EXTRACTORS.value:
         params, digest = _inception_params()
@@ -85,7 +90,7 @@ def main(argv):
                                         (28, 28, 1), batches=_BATCHES.value))
         print(json.dumps(rows[-1]), flush=True)
     if _OUT.value:
-        pathlib.Path(_OUT.value).write_text(json.dumps(rows, indent=2))
+        logs.atomic_write_bytes(pathlib.Path(_OUT.value), json.dumps(rows, indent=2).encode())
 
 
 if __name__ == "__main__":

@@ -4,19 +4,19 @@ increasing Gaussian noise and blur.
 
   python -m experiments.eval_calibration
 """
-from absl import app, logging
+from absl import app
 
+from experiments import cli
 from gan_jax.data import sources
 from gan_jax.eval import calibration, features, reference
 
 
 def main(argv):
-    del argv
-    logging.set_verbosity(logging.WARNING)
-    extractor = features.get("mnist")
-    ref = reference.get(extractor, "mnist", "train")
-    test = sources.load("mnist", "test")
-    print(calibration.markdown(calibration.table(extractor, ref, test.images)))
+    with cli.script(argv):
+        extractor = features.get("mnist")
+        ref = reference.get(extractor, "mnist", "train")
+        test = sources.load("mnist", "test")
+        print(calibration.markdown(calibration.table(extractor, ref, test.images)))
 
 
 if __name__ == "__main__":

@@ -11,9 +11,9 @@ the run's training split.
 import json
 import sys
 
-from absl import app, flags, logging
+from absl import app, flags
 
-from gan_jax.errors import exit_on_error
+from experiments import cli
 from gan_jax.eval import evaluate
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "The run's workdir.", required=True)
@@ -31,11 +31,7 @@ _KNN_NUM = flags.DEFINE_integer("knn_num", 10_000, "Samples per set for pr and d
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    if not flags.FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)  # tfds and Orbax log every file at INFO.
-    with exit_on_error():
+    with cli.script(argv):
         rows = evaluate.evaluate_checkpoint(
             _WORKDIR.value, _METRICS.value, _NUM.value, step=_STEP.value,
             extractor=_EXTRACTOR.value, ema=_EMA.value, seed=_SEED.value,

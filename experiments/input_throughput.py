@@ -2,8 +2,9 @@
 
   python -m experiments.input_throughput --dataset=mnist --rows=128 --threads=1,2,4
 """
-from absl import app, flags, logging
+from absl import app, flags
 
+from experiments import cli
 from gan_jax.data import streaming
 
 _DATASET = flags.DEFINE_string("dataset", "mnist", "tfds dataset name.")
@@ -15,12 +16,11 @@ _BATCHES = flags.DEFINE_integer("batches", 200, "Batches timed.")
 
 
 def main(argv):
-    del argv
-    logging.set_verbosity(logging.WARNING)
-    for t in _THREADS.value:
-        rate = streaming.measure(_DATASET.value, _SPLIT.value, _DATA_DIR.value,
-                                 rows=_ROWS.value, threads=int(t), batches=_BATCHES.value)
-        print(f"threads={t}: {rate:,.0f} img/s")
+    with cli.script(argv):
+        for t in _THREADS.value:
+            rate = streaming.measure(_DATASET.value, _SPLIT.value, _DATA_DIR.value,
+                                     rows=_ROWS.value, threads=int(t), batches=_BATCHES.value)
+            print(f"threads={t}: {rate:,.0f} img/s")
 
 
 if __name__ == "__main__":

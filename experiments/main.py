@@ -7,11 +7,11 @@ On several hosts run the same command on each, adding --coordinator_address=HOST
 """
 import sys
 
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
+from experiments import cli
 from gan_jax import parallel, train
-from gan_jax.errors import exit_on_error
 
 _CONFIG = config_flags.DEFINE_config_file("config", "experiments/configs/mnist_dcgan.py",
                                           "Config file, optionally followed by :smoke.",
@@ -25,11 +25,7 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", -1, "This process's index.")
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    if not flags.FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)  # tfds logs every file it opens at INFO.
-    with exit_on_error():
+    with cli.script(argv):
         parallel.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
         summary = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
     if summary["preempted"] and parallel.is_writer():

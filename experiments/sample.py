@@ -5,10 +5,10 @@
 """
 import sys
 
-from absl import app, flags, logging
+from absl import app, flags
 
+from experiments import cli
 from gan_jax import files, logs, sampling
-from gan_jax.errors import exit_on_error
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "The run's workdir.", required=True)
 _NUM = flags.DEFINE_integer("num", 64, "Number of images.")
@@ -20,12 +20,7 @@ _SEED = flags.DEFINE_integer("seed", 0, "Seed of the latent batch.")
 
 
 def main(argv):
-    argv = [a for a in argv[1:]]
-    if argv:
-        raise app.UsageError(f"Unexpected arguments: {argv}")
-    if not flags.FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)
-    with exit_on_error():
+    with cli.script(argv):
         images, step = sampling.from_checkpoint(_WORKDIR.value, _NUM.value, step=_STEP.value,
                                                 ema=_EMA.value, seed=_SEED.value)
     if _OUT.value:
