@@ -53,6 +53,19 @@ def test_callers_that_start_together_train_the_classifier_once(tmp_path, monkeyp
                                   results[1][0]["Dense_0"]["kernel"])
 
 
+def test_a_damaged_classifier_cache_is_reported_once_and_trained_again(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    mc.cache_path().parent.mkdir(parents=True)
+    mc.cache_path().write_bytes(b"not an npz")
+    trained = []
+    monkeypatch.setattr(mc, "_train_and_save",
+                        lambda path, data_dir, log: trained.append(path) or ({}, {}))
+    said = []
+    mc.load_or_train(log=said.append)
+    assert trained == [mc.cache_path()]
+    assert len(said) == 1 and said[0].startswith("gan_jax: ignoring unreadable classifier cache")
+
+
 def test_training_is_deterministic():
     rng = np.random.RandomState(0)
     x = rng.randint(0, 256, (512, 28, 28, 1)).astype(np.uint8)

@@ -136,8 +136,8 @@ def load_or_train(data_dir: str | None = None, log=print):
     found = _cached(path, log)
     if found:
         return found
-    with files.exclusive(path.with_suffix(".lock")):
-        return _cached(path, log) or _train_and_save(path, data_dir, log)
+    with files.exclusive(path.with_suffix(".lock")):  # Damage was reported above already.
+        return _cached(path, lambda *a: None) or _train_and_save(path, data_dir, log)
 
 
 def _cached(path, log):
