@@ -155,6 +155,16 @@ class Engine:
         accessed", ...). GPU backends leave cuDNN convolutions out of "flops"."""
         return self._run.cost_analysis()
 
+    def program_bytes(self) -> int | None:
+        """Device memory the compiled K-step program needs on one device: its arguments
+        (state, dataset), the outputs that do not reuse donated arguments, and scratch
+        (XLA's buffer assignment; None where the backend does not say)."""
+        m = self._run.memory_analysis()
+        if m is None:
+            return None
+        return (m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes
+                + m.temp_size_in_bytes)
+
     def dispatch(self, state):
         """Runs K steps; returns (state, metrics stacked over K), both still on the device."""
         if not self.streaming:

@@ -5,6 +5,7 @@ step on real and fake (non-saturating BCE on logits); G takes one Adam step on D
 on that same fake batch. Data are random uint8 images resident on the device. PyTorch is an
 optional extra (``pip install -e .[torch]``), imported only here.
 """
+import gc
 import statistics
 import time
 
@@ -91,6 +92,9 @@ def time_pytorch(resolution: int, channels: int, width: int, batch: int, *, dtyp
                  window_steps: int = 20, device: str | None = None) -> dict:
     import torch
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda":  # This setting's peak, not the process's so far.
+        gc.collect()  # Earlier settings' tensors, if a cycle still holds them.
+        torch.cuda.reset_peak_memory_stats()
     step, _, _ = make_step(resolution, channels, width, batch, dtype=dtype, compile=compile,
                            channels_last=channels_last, device=device)
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
@@ -111,5 +115,5 @@ def time_pytorch(resolution: int, channels: int, width: int, batch: int, *, dtyp
     return {"framework": "pytorch",
             "setting": ("compile" if compile else "eager") + (" CL" if channels_last else ""),
             "batch": batch, "dtype": dtype, "ms_per_step": 1e3 * s, "img_per_s": batch / s,
-            "compile_s": warmup_s, "peak_memory_bytes": peak, "d_loss": d_loss.item(),
+            "compile_s": warmup_s, "memory_bytes": peak, "d_loss": d_loss.item(),
             "g_loss": g_loss.item(), "backend": device, "torch_version": torch.__version__}

@@ -48,6 +48,15 @@ def test_benchmark_times_the_trainer_step_and_reports():
     assert row["ms_per_step"] > 0 and np.isclose(row["img_per_s"], 8e3 / row["ms_per_step"])
     assert np.isclose(row["gflop_per_step"], benchmark.step_flops("dcgan28", 8) / 1e9)
     assert np.isfinite(row["d_loss"]) and np.isfinite(row["g_loss"])
+    # The program's own memory: the state, the device-resident dataset (4096 random images)
+    # and scratch of at least a float32 batch, and not far above (a batch of 8 is small).
+    config = benchmark.bench_config("dcgan28", 8, "float32", 2)
+    G, D = models.build(config.model, (28, 28, 1))
+    engine = Engine(config, G=G, D=D, image_shape=(28, 28, 1), init_key=jax.random.PRNGKey(0),
+                    data_key=jax.random.PRNGKey(1), images=np.zeros((4096, 28, 28, 1), np.uint8))
+    held = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(engine.abstract_state()))
+    held += 4096 * 28 * 28
+    assert held + 8 * 28 * 28 * 4 <= row["memory_bytes"] < 3 * held
     torch_row = dict(row, framework="pytorch", setting="eager", img_per_s=row["img_per_s"] / 2)
     text = benchmark.table([row, torch_row])
     assert "| gan_jax | jit K=2 | dcgan28 | 8 | float32 |" in text and "| 2.00x |" in text
