@@ -131,19 +131,19 @@ class Engine:
             return
         n = len(self._images_host)
         if self.pmap:
-            step = device.make_data_step(self.train_step, rows_per_step=self.rows // self.shards,
-                                         num_examples=n, key=self._data_key,
-                                         axis_name=parallel.AXIS, order=self._data_order)
+            multi = device.make_data_steps(
+                self.train_step, self.k, rows_per_step=self.rows // self.shards, num_examples=n,
+                key=self._data_key, axis_name=parallel.AXIS, order=self._data_order,
+                unroll=self._unroll)
             self._images = device.put(self._images_host, pmap_devices=self.devices)
-            self._run = parallel.pmap_step(steps.repeat(step, self.k, self._unroll),
-                                           self._donate).lower(state, self._images).compile()
+            self._run = parallel.pmap_step(multi, self._donate).lower(state,
+                                                                      self._images).compile()
         else:
-            step = device.make_data_step(self.train_step, rows_per_step=self.rows,
-                                         num_examples=n, key=self._data_key, mesh=self.mesh,
-                                         order=self._data_order)
+            multi = device.make_data_steps(
+                self.train_step, self.k, rows_per_step=self.rows, num_examples=n,
+                key=self._data_key, mesh=self.mesh, order=self._data_order, unroll=self._unroll)
             self._images = device.put(self._images_host, mesh=self.mesh)
-            self._run = parallel.shard_step(steps.repeat(step, self.k, self._unroll), self.mesh,
-                                            donate=self._donate
+            self._run = parallel.shard_step(multi, self.mesh, donate=self._donate
                                             ).lower(state, self._images).compile()
 
     def hlo_text(self) -> str:

@@ -119,6 +119,36 @@ def test_sharded_device_data_draws_each_shard_once_per_epoch(order):
                               key=jax.random.PRNGKey(3), mesh=mesh, order="random")
 
 
+@pytest.mark.parametrize("layout", ["one device", "mesh", "pmap"])
+def test_k_steps_draw_the_batches_of_k_single_steps(layout):
+    n, rows, k = 40, 8, 3
+    images = np.arange(n, dtype=np.uint8).reshape(n, 1, 1, 1) * np.ones((1, 2, 2, 1), np.uint8)
+    fake_step = lambda state, batch: (state.replace(step=state.step + 1), batch[:, 0, 0, 0])
+    kw = dict(num_examples=n, key=jax.random.PRNGKey(3))
+    if layout == "pmap":
+        kw.update(rows_per_step=rows // 4, axis_name=parallel.AXIS)
+        on_device = device.put(images, pmap_devices=jax.local_devices())
+        run = lambda f: jax.pmap(f, axis_name=parallel.AXIS)
+        start = parallel.replicate(_StepOnly(jnp.int32(5)))
+    else:
+        mesh = parallel.make_mesh() if layout == "mesh" else None
+        kw.update(rows_per_step=rows, mesh=mesh)
+        on_device = device.put(images, mesh=mesh)
+        run = jax.jit
+        start = _StepOnly(jnp.int32(5))
+    multi = run(device.make_data_steps(fake_step, k, **kw))
+    one = run(device.make_data_step(fake_step, **kw))
+    end, drawn = multi(start, on_device)
+    state, expected = start, []
+    for _ in range(k):
+        state, batch = one(state, on_device)
+        expected.append(np.asarray(batch))
+    # pmap stacks devices first: [device, step, rows] against [device, rows] per step.
+    np.testing.assert_array_equal(np.asarray(drawn), np.stack(expected, axis=-2))
+    np.testing.assert_array_equal(np.asarray(end.step), np.asarray(state.step))
+    assert len(np.unique(np.asarray(drawn))) > rows  # Not the same batch k times.
+
+
 def test_bad_layouts_fail_before_compiling(mnist_dir, tmp_path):
     mesh = parallel.make_mesh()
     with pytest.raises(ConfigError, match="multiple of 4"):

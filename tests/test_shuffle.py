@@ -40,6 +40,15 @@ def test_late_steps_do_not_overflow():
     np.testing.assert_array_equal(idx, full[offset:offset + b])
 
 
+@pytest.mark.parametrize("n,b,t", [(100, 32, 1), (7, 3, 5), (60000, 1024, 3_000_000)])
+def test_several_steps_at_once_are_the_steps_one_by_one(n, b, t):
+    # Across epoch boundaries (100 / 32, 7 / 3) and late, where step * batch overflows int32.
+    k = 4
+    together = np.asarray(jax.jit(lambda s: shuffle.batch_indices(KEY, s, b, n, steps=k))(t))
+    one = jax.jit(lambda s: shuffle.batch_indices(KEY, s, b, n))
+    np.testing.assert_array_equal(together, np.stack([one(t + i) for i in range(k)]))
+
+
 def test_batch_larger_than_dataset():
     with pytest.raises(ValueError, match="larger than the dataset"):
         shuffle.batch_indices(KEY, 0, 11, 10)

@@ -2,7 +2,8 @@
 
 No host input pipeline stands between steps: the step gathers its own batch from the
 device-resident array, at indices given by ``shuffle.batch_indices`` (epoch-exact, a pure
-function of the step), so resuming at step t draws the same batches as the first run.
+function of the step), so resuming at step t draws the same batches as the first run. The
+indices of the K steps of one dispatch are computed together, before the steps.
 
 On several devices the dataset is split into one shard per device and each device draws
 its share of the batch from its own shard, so no image crosses devices; every epoch of a
@@ -14,21 +15,22 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import PartitionSpec as P
 
-from gan_jax import parallel
+from gan_jax import parallel, steps
 from gan_jax.data import shuffle
 
 
 ORDERS = ("shuffled", "sequential")
 
 
-def _draw(images_local, key, step, rows_local: int, shard, order: str = "shuffled"):
-    n = images_local.shape[0]
+def _indices(n: int, key, step, rows_local: int, shard, order: str, num_steps: int):
+    """This shard's dataset indices for steps ``step .. step + num_steps - 1``:
+    int32 [num_steps, rows_local]."""
     if order == "sequential":  # The benchmark's measure of what the shuffle costs.
         step = jnp.asarray(step, jnp.int32)
-        idx = ((step % n) * rows_local + jnp.arange(rows_local, dtype=jnp.int32)) % n
-    else:
-        idx = shuffle.batch_indices(jax.random.fold_in(key, shard), step, rows_local, n)
-    return jnp.take(images_local, idx, axis=0)
+        idx = ((step % n) * rows_local + jnp.arange(num_steps * rows_local, dtype=jnp.int32)) % n
+        return idx.reshape(num_steps, rows_local)
+    return shuffle.batch_indices(jax.random.fold_in(key, shard), step, rows_local, n,
+                                 steps=num_steps)
 
 
 def shard_size(num_examples: int, num_shards: int) -> int:
@@ -36,16 +38,21 @@ def shard_size(num_examples: int, num_shards: int) -> int:
     return num_examples // num_shards
 
 
-def make_data_step(train_step, *, rows_per_step: int, num_examples: int, key, mesh=None,
-                   axis_name: str | None = None, order: str = "shuffled"):
-    """Turns ``train_step(state, batch)`` into ``step(state, images)`` that draws
-    ``rows_per_step`` images (``n_dis * batch_size``) from device-resident ``images``.
+def make_data_steps(train_step, num_steps: int, *, rows_per_step: int, num_examples: int, key,
+                    mesh=None, axis_name: str | None = None, order: str = "shuffled",
+                    unroll: bool | int | None = None):
+    """Turns ``train_step(state, batch)`` into ``multi(state, images) -> (state, metrics
+    stacked over the steps)``: ``num_steps`` steps, each drawing ``rows_per_step`` images
+    (``n_dis * batch_size``) from device-resident ``images``.
 
     ``images`` is the whole dataset on one device; with ``mesh``, the array that
     ``put(images, mesh)`` returns (split along "data"); under ``pmap`` (``axis_name``), this
     device's shard. ``rows_per_step`` is global in the first two cases, per device in the
     last. ``order="sequential"`` reads the shard in order instead (no shuffle), for the
-    benchmark's ablation."""
+    benchmark's ablation. The indices of all the steps' batches are computed first, in one
+    walk of the shuffle's permutation: its loop has a data-dependent trip count, which a GPU
+    tests on the host at each turn, so this is once per call instead of once per step. The
+    batches are the same as step by step. ``unroll``: as ``steps.scan``."""
     if order not in ORDERS:
         raise ValueError(f"order must be one of {ORDERS}, got {order!r}.")
     shards = 1 if mesh is None else mesh.devices.size
@@ -57,22 +64,37 @@ def make_data_step(train_step, *, rows_per_step: int, num_examples: int, key, me
         raise ValueError(f"One step needs {rows_local} images per shard but each of the "
                          f"{shards} shards has only {n_local}.")
 
-    if axis_name is not None:
-        def data_step(state, images_local):
-            batch = _draw(images_local, key, state.step, rows_local,
-                          jax.lax.axis_index(axis_name), order)
-            return train_step(state, batch)
-    elif mesh is None:
-        def data_step(state, images):
-            return train_step(state, _draw(images, key, state.step, rows_local, 0, order))
-    else:
-        draw = jax.shard_map(
-            lambda images_local, step: _draw(images_local, key, step, rows_local,
-                                             jax.lax.axis_index(parallel.AXIS), order),
-            mesh=mesh, in_specs=(P(parallel.AXIS), P()), out_specs=P(parallel.AXIS))
+    def local(images_local, step, shard):
+        idx = _indices(images_local.shape[0], key, step, rows_local, shard, order, num_steps)
+        return idx, lambda i: jnp.take(images_local, i, axis=0)
 
-        def data_step(state, images):
-            return train_step(state, draw(images, state.step))
+    def multi(state, images):
+        if axis_name is not None:
+            idx, gather = local(images, state.step, jax.lax.axis_index(axis_name))
+        elif mesh is None:
+            idx, gather = local(images, state.step, 0)
+        else:
+            idx = jax.shard_map(
+                lambda step: _indices(n_local, key, step, rows_local,
+                                      jax.lax.axis_index(parallel.AXIS), order, num_steps),
+                mesh=mesh, in_specs=(P(),), out_specs=P(None, parallel.AXIS))(state.step)
+            take = jax.shard_map(lambda im, i: jnp.take(im, i, axis=0), mesh=mesh,
+                                 in_specs=(P(parallel.AXIS), P(parallel.AXIS)),
+                                 out_specs=P(parallel.AXIS))
+            gather = lambda i: take(images, i)
+        return steps.scan(lambda s, i: train_step(s, gather(i)), num_steps, unroll)(state, idx)
+
+    return multi
+
+
+def make_data_step(train_step, **kwargs):
+    """One step of ``make_data_steps`` (same arguments): ``step(state, images) -> (state,
+    metrics)``."""
+    multi = make_data_steps(train_step, 1, **kwargs)
+
+    def data_step(state, images):
+        state, metrics = multi(state, images)
+        return state, jax.tree.map(lambda m: m[0], metrics)
 
     return data_step
 

@@ -51,13 +51,17 @@ def epoch_keys(key, epoch):
     return jax.vmap(one)(epoch.reshape(-1)).reshape(*epoch.shape, _ROUNDS)
 
 
-def batch_indices(key, step, batch_size: int, n: int):
-    """Dataset indices (int32 [batch_size]) of the batch drawn at ``step``."""
+def batch_indices(key, step, batch_size: int, n: int, steps: int | None = None):
+    """Dataset indices (int32 [batch_size]) of the batch drawn at ``step``; with ``steps``,
+    those of the batches of steps ``step .. step + steps - 1`` (int32 [steps, batch_size]),
+    computed together: one walk of the permutation instead of one per step."""
     if batch_size > n:
         raise ValueError(f"A batch of {batch_size} is larger than the dataset ({n} examples).")
     step = jnp.asarray(step, jnp.int32)
-    # step * batch_size overflows int32 after 2**31 images; split it so it does not.
+    # step * batch_size overflows int32 after 2**31 images; split it so it does not. The
+    # positions of consecutive steps are consecutive, so several steps are one longer range.
     q, r = step // n, step % n
-    pos = r * batch_size + jnp.arange(batch_size, dtype=jnp.int32)
+    pos = r * batch_size + jnp.arange((steps or 1) * batch_size, dtype=jnp.int32)
     epoch = q * batch_size + pos // n
-    return permute(pos % n, epoch_keys(key, epoch), n).astype(jnp.int32)
+    idx = permute(pos % n, epoch_keys(key, epoch), n).astype(jnp.int32)
+    return idx if steps is None else idx.reshape(steps, batch_size)
