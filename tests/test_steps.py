@@ -94,6 +94,12 @@ def test_scanned_k_steps_equal_k_single_steps(make):
     looped, _ = jax.jit(steps.scan(step, k, unroll=False))(make()[2], batches)
     for x, y in zip(jax.tree.leaves(singles), jax.tree.leaves(looped), strict=True):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-6)
+    # A step that draws its own batch (here: by its step counter) under steps.repeat.
+    drawing = lambda s, data: step(s, data[s.step % k])
+    repeated, m = jax.jit(steps.repeat(drawing, k, unroll=False))(make()[2], batches)
+    assert m["d_loss"].shape == (k,) and int(repeated.step) == k
+    for x, y in zip(jax.tree.leaves(singles), jax.tree.leaves(repeated), strict=True):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-6)
 
 
 def test_metrics_and_donation():
