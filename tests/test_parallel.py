@@ -119,8 +119,9 @@ def test_sharded_device_data_draws_each_shard_once_per_epoch(order):
                               key=jax.random.PRNGKey(3), mesh=mesh, order="random")
 
 
+@pytest.mark.parametrize("unroll", [None, False])  # Unrolled on CPU; a loop, as on a GPU.
 @pytest.mark.parametrize("layout", ["one device", "mesh", "pmap"])
-def test_k_steps_draw_the_batches_of_k_single_steps(layout):
+def test_k_steps_draw_the_batches_of_k_single_steps(layout, unroll):
     n, rows, k = 40, 8, 3
     images = np.arange(n, dtype=np.uint8).reshape(n, 1, 1, 1) * np.ones((1, 2, 2, 1), np.uint8)
     fake_step = lambda state, batch: (state.replace(step=state.step + 1), batch[:, 0, 0, 0])
@@ -136,7 +137,7 @@ def test_k_steps_draw_the_batches_of_k_single_steps(layout):
         on_device = device.put(images, mesh=mesh)
         run = jax.jit
         start = _StepOnly(jnp.int32(5))
-    multi = run(device.make_data_steps(fake_step, k, **kw))
+    multi = run(device.make_data_steps(fake_step, k, unroll=unroll, **kw))
     one = run(device.make_data_step(fake_step, **kw))
     end, drawn = multi(start, on_device)
     state, expected = start, []
