@@ -136,15 +136,14 @@ class Engine:
                 key=self._data_key, axis_name=parallel.AXIS, order=self._data_order,
                 unroll=self._unroll)
             self._images = device.put(self._images_host, pmap_devices=self.devices)
-            self._run = parallel.pmap_step(multi, self._donate).lower(state,
-                                                                      self._images).compile()
+            run = parallel.pmap_step(multi, self._donate)
         else:
             multi = device.make_data_steps(
                 self.train_step, self.k, rows_per_step=self.rows, num_examples=n,
                 key=self._data_key, mesh=self.mesh, order=self._data_order, unroll=self._unroll)
             self._images = device.put(self._images_host, mesh=self.mesh)
-            self._run = parallel.shard_step(multi, self.mesh, donate=self._donate
-                                            ).lower(state, self._images).compile()
+            run = parallel.shard_step(multi, self.mesh, donate=self._donate)
+        self._run = run.lower(state, self._images).compile()
 
     def hlo_text(self) -> str:
         """The compiled K-step program as optimized HLO (what a profile's op names refer to)."""
