@@ -2,6 +2,7 @@
 appends, reference caching, and the errors for bad images or too few samples."""
 import json
 import os
+import threading
 
 import jax.numpy as jnp
 import numpy as np
@@ -141,6 +142,19 @@ def test_reference_cache_is_checked(mnist_ex, mnist_dir, tmp_path):
                           cache_dir=tmp_path, log=messages.append)
     assert any("fails its checksum" in m for m in messages)
     np.testing.assert_array_equal(again.moments.cov, ref.moments.cov)
+
+
+def test_callers_that_start_together_compute_the_reference_once(mnist_ex, mnist_dir, tmp_path):
+    messages, refs = [], []
+    get = lambda: refs.append(reference.get(mnist_ex, "mnist", "test", data_dir=mnist_dir,
+                                            num=200, cache_dir=tmp_path, log=messages.append))
+    threads = [threading.Thread(target=get) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum("computing reference statistics" in m for m in messages) == 1, messages
+    np.testing.assert_array_equal(refs[0].moments.cov, refs[1].moments.cov)
 
 
 def test_cli_evaluates_and_reports_errors(run_dir, private_cache, mnist_dir, tmp_path,

@@ -92,24 +92,28 @@ def get(extractor: features_lib.Extractor, dataset: str, split: str = "train", *
     cached = _read(npz_path, json_path, identity, log)
     if cached is not None:
         return cached
-
-    t = time.time()
-    data = sources.load(dataset, split, data_dir, image_key=image_key, label_key=None,
-                        resolution=resolution, max_examples=count)
-    log(f"gan_jax: computing reference statistics of {len(data.images)} {dataset}/{split} "
-        f"images with the {extractor.name} extractor (cached in {root})")
-    feats = features_lib.extract(extractor, features_lib.padded_batches(
-        data.images, extractor.batch_size), keep_logits=False)
-    # The .npz first: a JSON always names a whole file.
-    digest = files.write_npz(npz_path, dict(n=feats.n, mean=feats.moments.mean,
-                                            cov=feats.moments.cov, features=feats.features))
-    meta = {"identity": identity, "sha256": digest,
-            "images_sha256": hashlib.sha256(np.ascontiguousarray(data.images)).hexdigest(),
-            "data_dir": data_dir, "seconds": round(time.time() - t, 1),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "gan_jax_version": gan_jax.__version__}
-    atomic_write_bytes(json_path, json.dumps(meta, indent=2, sort_keys=True).encode())
-    return Reference(feats.moments, feats.features, meta)
+    # Processes that need the same statistics at once compute them once; the others wait.
+    with files.exclusive(root / f"{stem}.lock"):
+        cached = _read(npz_path, json_path, identity, lambda *a: None)  # Reported above.
+        if cached is not None:
+            return cached
+        t = time.time()
+        data = sources.load(dataset, split, data_dir, image_key=image_key, label_key=None,
+                            resolution=resolution, max_examples=count)
+        log(f"gan_jax: computing reference statistics of {len(data.images)} {dataset}/{split} "
+            f"images with the {extractor.name} extractor (cached in {root})")
+        feats = features_lib.extract(extractor, features_lib.padded_batches(
+            data.images, extractor.batch_size), keep_logits=False)
+        # The .npz first: a JSON always names a whole file.
+        digest = files.write_npz(npz_path, dict(n=feats.n, mean=feats.moments.mean,
+                                                cov=feats.moments.cov, features=feats.features))
+        meta = {"identity": identity, "sha256": digest,
+                "images_sha256": hashlib.sha256(np.ascontiguousarray(data.images)).hexdigest(),
+                "data_dir": data_dir, "seconds": round(time.time() - t, 1),
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "gan_jax_version": gan_jax.__version__}
+        atomic_write_bytes(json_path, json.dumps(meta, indent=2, sort_keys=True).encode())
+        return Reference(feats.moments, feats.features, meta)
 
 
 def from_images(extractor: features_lib.Extractor, images, provenance: dict) -> Reference:
