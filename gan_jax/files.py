@@ -5,6 +5,7 @@ import fcntl
 import hashlib
 import io
 import json
+import os
 import pathlib
 
 import numpy as np
@@ -12,6 +13,12 @@ import numpy as np
 from gan_jax.logs import atomic_write_bytes
 
 _META = "__meta__"
+
+
+def cache_dir() -> pathlib.Path:
+    """gan_jax's cache: ``$XDG_CACHE_HOME/gan_jax``, else ``~/.cache/gan_jax``."""
+    root = os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home() / ".cache"
+    return pathlib.Path(root) / "gan_jax"
 
 
 def file_sha256(path) -> str:

@@ -1,4 +1,5 @@
 import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -206,15 +207,33 @@ def test_benchmark_script_profiles_ablates_and_survives_a_failing_setting(tmp_pa
     assert not (tmp_path / "none.json").exists()
 
 
-@pytest.mark.parametrize("module", ["experiments.benchmark", "experiments.eval_benchmark"])
-def test_gpu_benchmark_needs_neither_tfds_nor_grain(module):
+_WITHOUT_TFDS = ("import runpy, sys\nfor m in ('tensorflow_datasets', 'grain', 'tensorflow'):\n"
+                 "    sys.modules[m] = None\n")
+
+
+def test_gpu_benchmark_needs_neither_tfds_nor_grain(tmp_path):
     # The GPU machines have jax, flax, optax, orbax and torch, not tfds or grain.
-    code = ("import sys\nfor m in ('tensorflow_datasets', 'grain', 'tensorflow'):\n"
-            "    sys.modules[m] = None\n"
-            f"import {module}\nprint('imported')")
+    code = _WITHOUT_TFDS + "import experiments.benchmark\nprint('imported')"
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 0 and "imported" in proc.stdout, proc.stderr[-2000:]
+    # The evaluation half of experiments/gpu_benchmark.sh, run to the end: it looks for the
+    # Inception weights in gan_jax's cache, which once meant importing tfds.
+    out = tmp_path / "eval.json"
+    argv = ["eval_benchmark", "--extractors=inception", "--inception_batch=2", "--batches=1",
+            "--dtypes=bfloat16", "--fid_shift_num=2", f"--out={out}"]
+    code = (_WITHOUT_TFDS + f"sys.argv = {argv!r}\n"
+            "runpy.run_module('experiments.eval_benchmark', run_name='__main__')")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                          text=True, timeout=300,
+                          env={**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    speed, shift = json.loads(out.read_text())
+    assert [json.loads(line) for line in proc.stdout.splitlines()] == [speed, shift]
+    assert speed["extractor"] == "inception" and speed["dtype"] == "bfloat16"
+    assert speed["images_per_s"] > 0 and speed["weights_sha256"] == "random"
+    assert shift["images_per_set"] == 2 and np.isfinite(shift["fid_float32"])
+    assert shift["fid_shift"] == shift["fid_bfloat16"] - shift["fid_float32"]
 
 
 def test_a_stopped_benchmark_keeps_its_rows_and_the_previous_results(tmp_path):

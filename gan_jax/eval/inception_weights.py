@@ -30,8 +30,7 @@ class InceptionWeightsError(GanJaxError):
 
 
 def default_path() -> pathlib.Path:
-    from gan_jax.data.mnist_offline import cache_dir
-    return cache_dir() / NPZ_NAME
+    return files.cache_dir() / NPZ_NAME
 
 
 def how_to_get(out: str | os.PathLike | None = None) -> str:

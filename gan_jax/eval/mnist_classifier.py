@@ -67,8 +67,7 @@ def cache_key(source: bytes | None = None) -> str:
 
 
 def cache_path() -> pathlib.Path:
-    from gan_jax.data.mnist_offline import cache_dir
-    return cache_dir() / "mnist_classifier" / f"lenet-{cache_key()}.npz"
+    return files.cache_dir() / "mnist_classifier" / f"lenet-{cache_key()}.npz"
 
 
 def _to_float(images_uint8):

@@ -31,8 +31,7 @@ class Reference:
 
 
 def cache_root() -> pathlib.Path:
-    from gan_jax.data.mnist_offline import cache_dir
-    return cache_dir() / "reference_stats"
+    return files.cache_dir() / "reference_stats"
 
 
 def _dataset_identity(name: str, split: str, data_dir: str) -> dict:
