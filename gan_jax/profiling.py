@@ -57,34 +57,80 @@ def _kind_of(opcode: str, rest: str, inner: set[str]) -> str:
     return "other"
 
 
-def hlo_ops(hlo_text: str) -> dict[str, dict]:
-    """Every instruction of an HLO module: name -> {"opcode", "kind", "source", "shape"}."""
-    comps, current, instrs = {}, None, []
+def _computations(hlo_text: str) -> tuple[dict[str, list[tuple]], str | None]:
+    """name -> its instructions as (name, opcode, rest of the line); and the ENTRY's name."""
+    comps, current, entry = {}, None, None
     for line in hlo_text.splitlines():
         head = _HEADER.match(line)
         if head:
             current = comps.setdefault(head.group(1), [])
+            entry = head.group(1) if line.startswith("ENTRY") else entry
             continue
         m = _INSTR.match(line)
         if m and current is not None:
             op = _OPCODE.search(" " + m.group(2))
-            instr = (m.group(1), op.group(1) if op else "", m.group(2))
-            current.append(instr[1])
-            instrs.append(instr)
+            current.append((m.group(1), op.group(1) if op else "", m.group(2)))
+    return comps, entry
+
+
+def hlo_ops(hlo_text: str) -> dict[str, dict]:
+    """Every instruction of an HLO module: name -> {"opcode", "kind", "source", "shape"}."""
+    comps, _ = _computations(hlo_text)
 
     def inner(rest):
         found = set()
         for callee in re.findall(r"calls=%?([\w.\-]+)", rest):
-            found |= set(comps.get(callee, ()))
+            found |= {opcode for _, opcode, _ in comps.get(callee, ())}
         return found
 
     out = {}
-    for name, opcode, rest in instrs:
+    for name, opcode, rest in itertools.chain.from_iterable(comps.values()):
         src = re.search(r'op_name="([^"]*)"', rest)
         kind = ("control" if opcode in _CONTAINERS
                 else _kind_of(opcode, rest, inner(rest) if opcode == "fusion" else set()))
         out[name] = {"opcode": opcode, "kind": kind, "source": src.group(1) if src else "",
                      "shape": rest.split(f" {opcode}(", 1)[0] if opcode else ""}
+    return out
+
+
+# Instructions that launch no work of their own on a GPU.
+_NO_KERNEL = _CONTAINERS | {"parameter", "get-tuple-element", "tuple", "bitcast", "constant",
+                            "copy-done", "partition-id", "replica-id", "after-all"}
+
+
+def _part(source: str) -> str:
+    model = next((m for m in ("Generator", "Discriminator") if f"{m})" in source), None)
+    if model is None:
+        return "other (optimizers, norms, EMA, data, noise)"
+    part = f"{model} {'backward' if 'transpose(' in source else 'forward'}"
+    return part + (" BatchNorm" if "BatchNorm" in source else "")
+
+
+def kernel_census(hlo_text: str) -> dict:
+    """The work items a compiled program launches (fusions, convolutions, library calls):
+    outside any loop ("per_call") and per trip of each loop, by kind and by part of the
+    GAN. On a GPU each is one kernel (or a few, for a library call), so at small batch
+    their number bounds the step time from below."""
+    comps, entry = _computations(hlo_text)
+    ops = hlo_ops(hlo_text)
+
+    def census(comp):
+        work = [n for n, opcode, _ in comps.get(comp, ()) if opcode not in _NO_KERNEL]
+        return {"total": len(work),
+                "kinds": dict(collections.Counter(ops[n]["kind"] for n in work)),
+                "parts": dict(collections.Counter(_part(ops[n]["source"]) for n in work))}
+
+    out = {"per_call": census(entry), "loops": []}
+    todo = [entry]
+    while todo:
+        for name, opcode, rest in comps.get(todo.pop(), ()):
+            body = re.search(r"body=%?([\w.\-]+)", rest) if opcode == "while" else None
+            if body:
+                cond = re.search(r"condition=%?([\w.\-]+)", rest).group(1)
+                trip = census(body.group(1))
+                trip["condition"] = census(cond)["total"]
+                out["loops"].append({"while": name, "source": ops[name]["source"], **trip})
+                todo.append(body.group(1))
     return out
 
 

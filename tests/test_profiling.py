@@ -91,3 +91,61 @@ def test_capture_fails_clearly_without_a_trace(tmp_path, monkeypatch):
     monkeypatch.setattr(jax.profiler, "stop_trace", lambda: None)
     with pytest.raises(RuntimeError, match="no .xplane.pb"):
         profiling.capture(lambda: None, str(tmp_path))
+
+
+_LOOP_HLO = """HloModule jit_multi, is_scheduled=true
+
+%fused_add (p: f32[4]) -> f32[4] {
+  %p = f32[4]{0} parameter(0)
+  ROOT %add.1 = f32[4]{0} add(f32[4]{0} %p, f32[4]{0} %p)
+}
+
+%fused_sum (q: f32[4]) -> f32[] {
+  %q = f32[4]{0} parameter(0)
+  %zero = f32[] constant(0)
+  ROOT %reduce.2 = f32[] reduce(f32[4]{0} %q, f32[] %zero), dimensions={0}
+}
+
+%inner (t.2: (s32[], f32[4])) -> (s32[], f32[4]) {
+  %t.2 = (s32[], f32[4]{0}) parameter(0)
+  %v.2 = f32[4]{0} get-tuple-element((s32[], f32[4]{0}) %t.2), index=1
+  %sum.1 = f32[] fusion(f32[4]{0} %v.2), kind=kInput, calls=%fused_sum, metadata={op_name="jit(multi)/while/body/reduce_sum"}
+  ROOT %tuple.2 = (s32[], f32[4]{0}) tuple(s32[] %i.2, f32[4]{0} %v.2)
+}
+
+%body (t.1: (s32[], f32[4])) -> (s32[], f32[4]) {
+  %t.1 = (s32[], f32[4]{0}) parameter(0)
+  %v.1 = f32[4]{0} get-tuple-element((s32[], f32[4]{0}) %t.1), index=1
+  %loop_fusion.2 = f32[4]{0} fusion(f32[4]{0} %v.1), kind=kLoop, calls=%fused_add, metadata={op_name="jit(multi)/while/body/adam/add"}
+  %conv.2 = (f32[4]{0}, u8[0]{0}) custom-call(f32[4]{0} %v.1, f32[4]{0} %v.1), custom_call_target="__cudnn$convBackwardInput", metadata={op_name="jit(multi)/while/body/transpose(jvp(Discriminator))/Conv_1/conv_general_dilated"}
+  %while.2 = (s32[], f32[4]{0}) while((s32[], f32[4]{0}) %t.1), condition=%cond, body=%inner
+  ROOT %tuple.1 = (s32[], f32[4]{0}) tuple(s32[] %i.1, f32[4]{0} %loop_fusion.2)
+}
+
+%cond (t.3: (s32[], f32[4])) -> pred[] {
+  %t.3 = (s32[], f32[4]{0}) parameter(0)
+  %i.3 = s32[] get-tuple-element((s32[], f32[4]{0}) %t.3), index=0
+  %c.3 = s32[] constant(3)
+  ROOT %lt.1 = pred[] compare(s32[] %i.3, s32[] %c.3), direction=LT
+}
+
+ENTRY %main (x: f32[4]) -> (s32[], f32[4]) {
+  %x = f32[4]{0} parameter(0)
+  %conv.1 = (f32[4]{0}, u8[0]{0}) custom-call(f32[4]{0} %x, f32[4]{0} %x), custom_call_target="__cudnn$convForward", metadata={op_name="jit(multi)/jvp(Generator)/UpConv_0/conv_general_dilated"}
+  %t.0 = (s32[], f32[4]{0}) tuple(s32[] %i.0, f32[4]{0} %x)
+  ROOT %while.1 = (s32[], f32[4]{0}) while((s32[], f32[4]{0}) %t.0), condition=%cond, body=%body
+}
+"""
+
+
+def test_kernel_census_counts_work_outside_and_per_trip_of_each_loop():
+    census = profiling.kernel_census(_LOOP_HLO)
+    assert census["per_call"] == {"total": 1, "kinds": {"convolution": 1},
+                                  "parts": {"Generator forward": 1}}
+    outer, inner = census["loops"]
+    # Tuples, parameters and the nested loop itself launch nothing; its body is a loop too.
+    assert outer["while"] == "while.1" and outer["total"] == 2 and outer["condition"] == 1
+    assert outer["kinds"] == {"elementwise fusion": 1, "convolution": 1}
+    assert outer["parts"] == {"Discriminator backward": 1,
+                              "other (optimizers, norms, EMA, data, noise)": 1}
+    assert inner["while"] == "while.2" and inner["kinds"] == {"reduction fusion": 1}
