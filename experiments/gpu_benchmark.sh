@@ -13,7 +13,8 @@
 # Needs jax (CUDA), flax, optax, orbax-checkpoint, absl-py, PyYAML and torch; no network.
 # ml_collections, if missing, is installed from .whl/ (fetch it where pip has network:
 # `pip download --no-deps -d .whl ml_collections`). Writes ${OUT:-.}/benchmark_h200.json,
-# ${OUT:-.}/eval_benchmark_h200.json and ${OUT:-.}/gpu_benchmark.log. Arguments go to
+# ${OUT:-.}/eval_benchmark_h200.json, ${OUT:-.}/gpu_benchmark.log and, on a GPU, its target
+# description for compile-only runs, ${OUT:-.}/gpu_target.textproto. Arguments go to
 # experiments.benchmark and EVAL_ARGS to experiments.eval_benchmark, over the presets: a
 # dry run on a CPU takes `--models=dcgan28 --batch_sizes=8 --dtypes=float32 --torch=
 # --steps_per_dispatch=1 --windows=1 --window_steps=1` and
@@ -37,11 +38,18 @@ if ! "$PY" -c "import ml_collections" 2>/dev/null; then
         exit 2
     fi
 fi
-"$PY" - <<'EOF'
+OUT="$OUT" "$PY" - <<'EOF'
+import os
 import jax
 if jax.default_backend() != "gpu":
     print(f"warning: jax runs on {jax.default_backend()}, not a GPU: the numbers below are "
           "not GPU numbers", flush=True)
+else:  # For compile-only runs elsewhere (experiments/gpu_compile.py --target=...).
+    try:
+        from gan_jax import targets
+        targets.save(os.path.join(os.environ["OUT"], "gpu_target.textproto"), jax.devices()[:1])
+    except Exception as e:
+        print(f"warning: the GPU's target description was not saved: {e}", flush=True)
 print(f"# {jax.devices()[0].device_kind}, jax {jax.__version__}", flush=True)
 EOF
 start=$SECONDS

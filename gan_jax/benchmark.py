@@ -119,6 +119,58 @@ def parse_variant(spec: str) -> dict:
     return out
 
 
+def _engine(model: str, batch: int, dtype: str, k: int, variant: dict, mesh=None,
+            images=None):
+    """The trainer's engine for a benchmark setting, and the setting's full variant."""
+    unknown = sorted(set(variant) - set(VARIANTS))
+    if unknown:
+        raise TypeError(f"Got unknown ablations {unknown}; choose from {sorted(VARIANTS)}.")
+    v = {**DEFAULTS, **variant}
+    config = bench_config(model, batch, dtype, k, v["share_fake"], v["d_joint_pass"])
+    config.model.upsample = v["upsample"]
+    resolution, channels, _ = MODELS[model]
+    shape = (resolution, resolution, channels)
+    G, D = models.build(config.model, shape, dtype)
+    if images is None:
+        images = np.random.default_rng(0).integers(0, 256, (max(4096, 2 * batch), *shape),
+                                                   dtype=np.uint8)
+    init_key, data_key = jax.random.split(jax.random.PRNGKey(0))
+    options = {} if v["reuse_forward"] else {"reuse_forward": False}
+    if not v["shard_latents"]:  # Leave the latent draw's layout to XLA (several devices only).
+        options["batch_sharding"] = None
+    engine = Engine(config, G=G, D=D, image_shape=shape, init_key=init_key,
+                    data_key=data_key, images=images, donate=v["donate"], unroll=v["unroll"],
+                    data_order=v["data"], step_options=options, mesh=mesh)
+    return engine, v
+
+
+def _tags(v: dict) -> list[str]:
+    """The ablation's labels: each key whose value differs from the default step's."""
+    return [f"{key}={int(x) if isinstance(x, bool) else x}" for key, x in v.items()
+            if x != DEFAULTS[key]]
+
+
+def compile_only(model: str, batch: int, dtype: str, k: int, mesh, **variant) -> dict:
+    """Compiles the setting's K-step program for the devices of ``mesh`` (compile-only ones
+    too: ``gan_jax.targets``) without running it; returns the compile time, XLA's memory
+    figure and the program's kernels (``profiling.kernel_census``)."""
+    from gan_jax import profiling
+    tags = _tags({**DEFAULTS, **variant})
+    target = mesh.devices.flat[0]
+    if target.platform != "cpu":  # What "auto" and None pick on that platform, not here.
+        variant = {"upsample": "transpose", "unroll": False, **variant}
+    resolution, channels, _ = MODELS[model]
+    images = np.zeros((max(4096, 2 * batch), resolution, resolution, channels), np.uint8)
+    engine, _ = _engine(model, batch, dtype, k, variant, mesh=mesh, images=images)
+    t = time.perf_counter()
+    engine.compile_abstract()
+    return {"model": model, "batch": batch, "dtype": dtype, "steps_per_dispatch": k,
+            "ablation": tags, "compile_s": time.perf_counter() - t,
+            "memory_bytes": engine.program_bytes(), "platform": target.platform,
+            "device_kind": target.device_kind,
+            "kernels": profiling.kernel_census(engine.hlo_text())}
+
+
 def time_gan_jax(model: str, batch: int, dtype: str, k: int, *, windows: int = 5,
                  window_steps: int = 20, peak_flops: float | None = None,
                  profile_dir: str | None = None, **variant) -> dict:
@@ -127,29 +179,11 @@ def time_gan_jax(model: str, batch: int, dtype: str, k: int, *, windows: int = 5
     ``variant``: ablations, keys of VARIANTS (missing ones: the trainer's step);
     ``profile_dir``: also trace one more window with ``jax.profiler`` and add its summary
     as "profile"."""
-    unknown = sorted(set(variant) - set(VARIANTS))
-    if unknown:
-        raise TypeError(f"time_gan_jax got unknown ablations {unknown}; "
-                        f"choose from {sorted(VARIANTS)}.")
-    v = {**DEFAULTS, **variant}
     start = time.perf_counter()
-    config = bench_config(model, batch, dtype, k, v["share_fake"], v["d_joint_pass"])
-    config.model.upsample = v["upsample"]
-    resolution, channels, _ = MODELS[model]
-    shape = (resolution, resolution, channels)
-    G, D = models.build(config.model, shape, dtype)
-    images = np.random.default_rng(0).integers(0, 256, (max(4096, 2 * batch), *shape),
-                                               dtype=np.uint8)
-    init_key, data_key = jax.random.split(jax.random.PRNGKey(0))
-    options = {} if v["reuse_forward"] else {"reuse_forward": False}
-    if not v["shard_latents"]:  # Leave the latent draw's layout to XLA (several devices only).
-        options["batch_sharding"] = None
-    engine = Engine(config, G=G, D=D, image_shape=shape, init_key=init_key,
-                    data_key=data_key, images=images, donate=v["donate"], unroll=v["unroll"],
-                    data_order=v["data"], step_options=options)
+    engine, v = _engine(model, batch, dtype, k, variant)
     state = engine.new_state()
     step_flops = flops.count(engine.train_step, jax.eval_shape(lambda: state),
-                             jax.ShapeDtypeStruct((batch, *shape), jnp.uint8))
+                             jax.ShapeDtypeStruct((batch, *engine.image_shape), jnp.uint8))
     t = time.perf_counter()
     engine.compile(state)
     compile_s = time.perf_counter() - t
@@ -185,8 +219,7 @@ def time_gan_jax(model: str, batch: int, dtype: str, k: int, *, windows: int = 5
         profile_s = time.perf_counter() - t
     engine.close()
     s = statistics.median(per_step)
-    tags = [f"{key}={int(x) if isinstance(x, bool) else x}" for key, x in v.items()
-            if x != DEFAULTS[key]]
+    tags = _tags(v)
     out = {"framework": "gan_jax",
            "setting": " ".join([f"jit{' K=' + str(k) if k > 1 else ''}", *tags]),
            "model": model, "batch": batch, "dtype": dtype, "steps_per_dispatch": k,

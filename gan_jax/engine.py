@@ -19,11 +19,13 @@ class Engine:
 
     def __init__(self, config, *, G, D, image_shape, init_key, data_key, images=None,
                  donate: bool = True, unroll: bool | None = None, step_options=None,
-                 data_order: str = "shuffled"):
+                 data_order: str = "shuffled", mesh=None):
         """``donate``, ``unroll`` (of the K-step loop; None: unrolled on CPU only),
         ``step_options`` (extra ``steps.make_train_step`` arguments) and ``data_order``
         (of device-resident data, see ``data.device``) exist for the benchmark's
-        ablations; the trainer keeps the defaults."""
+        ablations, and ``mesh`` (instead of one over this process's devices, e.g. over
+        compile-only devices, see ``compile_abstract``) for its compile-only mode; the
+        trainer keeps the defaults."""
         self.config = config
         self._donate, self._unroll, self._data_order = donate, unroll, data_order
         self.k = config.steps_per_dispatch
@@ -49,7 +51,8 @@ class Engine:
                                   f"evenly over {n} devices; use a multiple of {n}.")
             self.shards = n
         else:
-            self.mesh = parallel.make_mesh(config.parallel.num_devices)
+            self.mesh = mesh if mesh is not None else parallel.make_mesh(
+                config.parallel.num_devices)
             parallel.check_batch(self.rows, self.mesh)
             self.shards = self.mesh.devices.size
         options = dict(step_options or {})
@@ -129,21 +132,40 @@ class Engine:
             self._run = parallel.shard_step(multi, self.mesh, batch_spec=P(None, parallel.AXIS),
                                             donate=self._donate).lower(state, spec).compile()
             return
+        if self.pmap:
+            self._images = device.put(self._images_host, pmap_devices=self.devices)
+        else:
+            self._images = device.put(self._images_host, mesh=self.mesh)
+        self._run = self._data_program().lower(state, self._images).compile()
+
+    def _data_program(self):
         n = len(self._images_host)
         if self.pmap:
             multi = device.make_data_steps(
                 self.train_step, self.k, rows_per_step=self.rows // self.shards, num_examples=n,
                 key=self._data_key, axis_name=parallel.AXIS, order=self._data_order,
                 unroll=self._unroll)
-            self._images = device.put(self._images_host, pmap_devices=self.devices)
-            run = parallel.pmap_step(multi, self._donate)
-        else:
-            multi = device.make_data_steps(
-                self.train_step, self.k, rows_per_step=self.rows, num_examples=n,
-                key=self._data_key, mesh=self.mesh, order=self._data_order, unroll=self._unroll)
-            self._images = device.put(self._images_host, mesh=self.mesh)
-            run = parallel.shard_step(multi, self.mesh, donate=self._donate)
-        self._run = run.lower(state, self._images).compile()
+            return parallel.pmap_step(multi, self._donate)
+        multi = device.make_data_steps(
+            self.train_step, self.k, rows_per_step=self.rows, num_examples=n,
+            key=self._data_key, mesh=self.mesh, order=self._data_order, unroll=self._unroll)
+        return parallel.shard_step(multi, self.mesh, donate=self._donate)
+
+    def compile_abstract(self):
+        """Compiles the K-step program (jit over the mesh, device-resident data) from
+        shapes alone: nothing is placed on the devices, so they may be compile-only ones
+        (a GPU's topology on a machine without one). Then only ``hlo_text``,
+        ``cost_analysis`` and ``program_bytes`` work."""
+        if self.pmap or self.streaming:
+            raise ConfigError("compile_abstract compiles the jit program with device-resident "
+                              "data; set parallel.mode='jit' and dataset.pipeline='device'.")
+        rep = parallel.replicated(self.mesh)
+        state = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=rep),
+                             self.abstract_state())
+        n = device.shard_size(len(self._images_host), self.shards) * self.shards
+        images = jax.ShapeDtypeStruct((n, *self.image_shape), jnp.uint8,
+                                      sharding=parallel.batch_sharded(self.mesh))
+        self._run = self._data_program().lower(state, images).compile()
 
     def hlo_text(self) -> str:
         """The compiled K-step program as optimized HLO (what a profile's op names refer to)."""

@@ -1,5 +1,6 @@
-"""Checksummed files: the sha256 of a file, .npz files written atomically with a JSON
-``__meta__`` entry (weights, caches, sample dumps), and a lock for building a cache once."""
+"""Checksummed files: where gan_jax's caches live, the sha256 of a file, .npz files written
+atomically with a JSON ``__meta__`` entry (weights, caches, sample dumps), and a lock for
+building a cache once. Imports nothing heavy: the GPU scripts use it without tfds."""
 import contextlib
 import fcntl
 import hashlib

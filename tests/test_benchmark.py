@@ -1,6 +1,7 @@
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
 import time
@@ -10,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gan_jax import benchmark, flops, models
+from gan_jax import benchmark, flops, models, parallel, targets
 from gan_jax.engine import Engine
 from gan_jax.errors import ConfigError
 from gan_jax.models import dcgan, layers
@@ -122,7 +123,7 @@ def test_ablations_are_parsed_and_bad_ones_refused():
                        ("data=random", "sequential")):
         with pytest.raises(ConfigError, match=match):
             benchmark.parse_variant(bad)
-    with pytest.raises(TypeError, match="unknown ablations \\['reuse'\\]"):
+    with pytest.raises(TypeError, match="Got unknown ablations \\['reuse'\\]"):
         benchmark.time_gan_jax("dcgan28", 8, "float32", 1, reuse=False)
 
 
@@ -156,6 +157,55 @@ def test_an_ablated_step_is_timed_and_labelled():
     base = dict(row, ablation=[], setting="jit", img_per_s=3 * row["img_per_s"])
     text = benchmark.ablation_table([base, row])
     assert f"| {' '.join(tags)} |" in text and "| 3.00x |" in text
+
+
+def test_a_program_compiled_from_shapes_alone_is_the_one_the_benchmark_runs():
+    config = benchmark.bench_config("dcgan28", 8, "float32", 2)
+    G, D = models.build(config.model, (28, 28, 1))
+    made = lambda: Engine(config, G=G, D=D, image_shape=(28, 28, 1),
+                          init_key=jax.random.PRNGKey(0), data_key=jax.random.PRNGKey(1),
+                          images=np.zeros((64, 28, 28, 1), np.uint8), unroll=False)
+    ran, abstract = made(), made()
+    ran.compile(ran.new_state())
+    abstract.compile_abstract()
+    # The same instructions; only the debug tables of source lines may be ordered otherwise.
+    code = lambda text: [re.sub(r", metadata=\{[^}]*\}", "", line)
+                         for line in text[text.index("\n%"):].splitlines()]
+    assert code(abstract.hlo_text()) == code(ran.hlo_text())
+    assert abstract.program_bytes() == ran.program_bytes()
+
+
+def test_compile_only_counts_the_kernels_of_one_step_and_labels_the_setting():
+    from experiments import gpu_compile
+    mesh = parallel.make_mesh(1)
+    row = benchmark.compile_only("dcgan28", 8, "float32", 3, mesh, unroll=False,
+                                 d_joint_pass=True)
+    assert row["ablation"] == ["unroll=0", "d_joint_pass=1"] and row["platform"] == "cpu"
+    loop = gpu_compile.step_loop(row["kernels"])
+    # The K steps are one loop; its body holds one step: D's and G's convolutions, forward
+    # and backward, and the optimizers' work.
+    assert loop in row["kernels"]["loops"] and loop["kinds"]["convolution"] >= 4
+    assert {"Discriminator forward", "Discriminator backward", "Generator forward",
+            "Generator backward"} <= {p.split(" BatchNorm")[0] for p in loop["parts"]}
+    assert sum(loop["parts"].values()) == loop["total"] == sum(loop["kinds"].values())
+    line = gpu_compile.table([row]).splitlines()[-1]
+    assert line.startswith("| 8 | float32 | 3 | unroll=0 d_joint_pass=1 |")
+    assert f"| {loop['total']} | {loop['kinds']['convolution']} |" in line
+
+
+def test_compile_only_gpu_devices_fail_clearly_where_they_cannot_be_made(tmp_path):
+    with pytest.raises(ConfigError, match="No GPU target description at"):
+        targets.read(tmp_path / "h100.textproto")
+    text = targets.read(REPO / "experiments/gpu_targets/h200.textproto")
+    assert "core_count: 132" in text and 'device_description_str: "NVIDIA H200"' in text
+    if jax.__version_info__ < (0, 11):  # Here (CI): jax 0.10 has no compile-only GPUs.
+        with pytest.raises(ConfigError, match="jax >= 0.11"):
+            targets.mesh(text)
+        proc = subprocess.run([sys.executable, "-m", "experiments.gpu_compile"], cwd=REPO,
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 1 and "error: Could not make a compile-only" in proc.stderr
+    with pytest.raises(ConfigError, match="Could not make a compile-only cuda device"):
+        targets.mesh("this is not a target description")
 
 
 @pytest.mark.parametrize("donate", [True, False])

@@ -1,0 +1,87 @@
+"""Compiles the benchmark's train step for a GPU this machine does not have, and counts the
+kernels the program launches (and XLA's memory figure), without running it:
+
+  JAX_PLATFORMS=cpu python -m experiments.gpu_compile \
+      [--target=experiments/gpu_targets/h200.textproto] [--batch_sizes=128,1024] \
+      [--dtypes=bfloat16] [--steps_per_dispatch=10] [--ablate=d_joint_pass=1 ...] [--out=F]
+
+At small batch a GPU step costs at least a few microseconds per kernel, so the count says
+where a step's floor is and what a change removes, before any GPU time is spent. The
+compile takes no autotuning (there is no device to time candidates on), so fusions match
+the GPU's but convolution algorithms may not. Needs jax >= 0.11 (Python >= 3.12) with its
+CUDA plugin: `pip install "jax[cuda13]"`; no GPU.
+"""
+import json
+import pathlib
+
+from absl import app, flags
+
+from experiments import cli
+from gan_jax import benchmark, logs, targets
+
+_TARGET = flags.DEFINE_string("target", "experiments/gpu_targets/h200.textproto",
+                              "The GPU's target description (text proto).")
+_MODEL = flags.DEFINE_string("model", "dcgan64", "Benchmark model.")
+_BATCHES = flags.DEFINE_list("batch_sizes", ["128", "1024"], "Batch sizes.")
+_DTYPES = flags.DEFINE_list("dtypes", ["bfloat16"], "Compute dtypes.")
+_KS = flags.DEFINE_list("steps_per_dispatch", ["10"], "Steps per jitted call.")
+_ABLATE = flags.DEFINE_multi_string("ablate", [], "Ablations (as experiments.benchmark's), "
+                                    "each compiled at every setting besides the default.")
+_OUT = flags.DEFINE_string("out", None, "Also write the rows to this JSON file.")
+
+KINDS = ("convolution", "matmul", "reduction fusion", "elementwise fusion", "copy/transpose")
+
+
+def step_loop(kernels: dict) -> dict:
+    """The K-step loop: the loop that launches the most kernels per trip (the others draw
+    the data's indices)."""
+    return max(kernels["loops"], key=lambda loop: loop["total"], default=None) or kernels[
+        "per_call"]
+
+
+def table(rows: list[dict]) -> str:
+    head = ["batch", "dtype", "K", "ablation", "compile s", "mem GiB", "kernels/step",
+            *KINDS, "other", "outside the step loop"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        loop = step_loop(r["kernels"])
+        kinds = loop["kinds"]
+        other = loop["total"] - sum(kinds.get(k, 0) for k in KINDS)
+        outside = sum(x["total"] for x in r["kernels"]["loops"] if x is not loop)
+        outside += r["kernels"]["per_call"]["total"] if loop is not r["kernels"]["per_call"] else 0
+        mem = r["memory_bytes"]
+        lines.append("| " + " | ".join(map(str, [
+            r["batch"], r["dtype"], r["steps_per_dispatch"], " ".join(r["ablation"]) or "-",
+            f"{r['compile_s']:.0f}", f"{mem / 2 ** 30:.2f}" if mem else "-", loop["total"],
+            *(kinds.get(k, 0) for k in KINDS), other, outside])) + " |")
+    return "\n".join(lines)
+
+
+def parts_table(row: dict) -> str:
+    parts = step_loop(row["kernels"])["parts"]
+    lines = ["| part of the step | kernels |", "|---|---|"]
+    lines += [f"| {p} | {n} |" for p, n in sorted(parts.items(), key=lambda x: -x[1])]
+    return "\n".join(lines)
+
+
+def main(argv):
+    with cli.script(argv):
+        mesh = targets.mesh(targets.read(_TARGET.value))
+        variants = [{}] + [benchmark.parse_variant(a) for a in _ABLATE.value]
+        rows = []
+        for batch in map(int, _BATCHES.value):
+            for dtype in _DTYPES.value:
+                for k in map(int, _KS.value):
+                    for v in variants:
+                        rows.append(benchmark.compile_only(_MODEL.value, batch, dtype, k, mesh,
+                                                           **v))
+                        print(table(rows[-1:]).splitlines()[-1], flush=True)
+        print(f"\n# {rows[0]['device_kind']} (compile-only), {_MODEL.value}\n\n{table(rows)}\n")
+        print(f"Kernels per step of the first setting, by part:\n\n{parts_table(rows[0])}")
+        if _OUT.value:
+            logs.atomic_write_bytes(pathlib.Path(_OUT.value),
+                                    json.dumps(rows, indent=2).encode())
+
+
+if __name__ == "__main__":
+    app.run(main)
