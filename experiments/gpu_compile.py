@@ -33,10 +33,9 @@ KINDS = ("convolution", "matmul", "reduction fusion", "elementwise fusion", "cop
 
 
 def step_loop(kernels: dict) -> dict:
-    """The K-step loop: the loop that launches the most kernels per trip (the others draw
-    the data's indices)."""
-    return max(kernels["loops"], key=lambda loop: loop["total"], default=None) or kernels[
-        "per_call"]
+    """One step's kernels: the K-step loop's body, the loop that launches the most kernels
+    per trip (others draw the data's indices), or with K=1 (no loop) the whole program."""
+    return max([*kernels["loops"], kernels["per_call"]], key=lambda part: part["total"])
 
 
 def table(rows: list[dict]) -> str:

@@ -188,6 +188,10 @@ def test_compile_only_counts_the_kernels_of_one_step_and_labels_the_setting():
     assert {"Discriminator forward", "Discriminator backward", "Generator forward",
             "Generator backward"} <= {p.split(" BatchNorm")[0] for p in loop["parts"]}
     assert sum(loop["parts"].values()) == loop["total"] == sum(loop["kinds"].values())
+    # With K=1 there is no step loop: the step is the whole program.
+    one = benchmark.compile_only("dcgan28", 8, "float32", 1, mesh)
+    assert gpu_compile.step_loop(one["kernels"]) is one["kernels"]["per_call"]
+    assert one["kernels"]["per_call"]["kinds"]["convolution"] >= 4
     line = gpu_compile.table([row]).splitlines()[-1]
     assert line.startswith("| 8 | float32 | 3 | unroll=0 d_joint_pass=1 |")
     assert f"| {loop['total']} | {loop['kinds']['convolution']} |" in line
