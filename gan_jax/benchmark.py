@@ -10,11 +10,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from gan_jax import config as config_lib
-from gan_jax import flops, models
+from gan_jax import flops, models, steps
 from gan_jax.data.device import ORDERS
 from gan_jax.engine import Engine
 from gan_jax.errors import ConfigError
-from gan_jax.models.layers import UPSAMPLE_IMPLS
+from gan_jax.models import layers
 
 # name -> (resolution, channels, width): DCGAN as in Radford et al. at 64x64.
 MODELS = {"dcgan64": (64, 3, 64), "dcgan32": (32, 3, 64), "dcgan28": (28, 1, 32)}
@@ -70,8 +70,8 @@ def _process_peak_memory() -> int | None:
 # Ablations: each undoes one choice of the default step, or tries one it leaves off (see
 # docs/benchmarks.md). name -> (the default step's value, the values it takes; None: 0 or 1).
 VARIANTS = {"share_fake": (True, None), "reuse_forward": (True, None),
-            "upsample": ("auto", UPSAMPLE_IMPLS), "donate": (True, None), "unroll": (None, None),
-            "data": ("shuffled", ORDERS), "d_joint_pass": (False, None),
+            "upsample": ("auto", layers.UPSAMPLE_IMPLS), "donate": (True, None),
+            "unroll": (None, None), "data": ("shuffled", ORDERS), "d_joint_pass": (False, None),
             "shard_latents": (True, None)}
 DEFAULTS = {key: default for key, (default, _) in VARIANTS.items()}
 
@@ -157,8 +157,9 @@ def compile_only(model: str, batch: int, dtype: str, k: int, mesh, **variant) ->
     from gan_jax import profiling
     tags = _tags({**DEFAULTS, **variant})
     target = mesh.devices.flat[0]
-    if target.platform != "cpu":  # What "auto" and None pick on that platform, not here.
-        variant = {"upsample": "transpose", "unroll": False, **variant}
+    # "auto" and None pick by this process's backend; the program is for the target's.
+    variant = {"upsample": layers.auto_upsample(target.platform),
+               "unroll": steps.default_unroll(target.platform), **variant}
     resolution, channels, _ = MODELS[model]
     images = np.zeros((max(4096, 2 * batch), resolution, resolution, channels), np.uint8)
     engine, _ = _engine(model, batch, dtype, k, variant, mesh=mesh, images=images)

@@ -37,6 +37,11 @@ def upsample_phases(x_BHWC, kernel_44IO):
     return y.reshape(n, 2 * h, 2 * w, c)
 
 
+def auto_upsample(platform: str) -> str:
+    """What UpConv's "auto" picks on a platform: phases on CPU, else the transposed conv."""
+    return "phases" if platform == "cpu" else "transpose"
+
+
 class UpConv(nn.Module):
     """A 4x4, stride-2 transposed convolution that doubles the side (no bias).
 
@@ -57,7 +62,7 @@ class UpConv(nn.Module):
         x, kernel = x_BHWC.astype(self.dtype), kernel.astype(self.dtype)
         impl = self.impl
         if impl == "auto":
-            impl = "phases" if jax.default_backend() == "cpu" else "transpose"
+            impl = auto_upsample(jax.default_backend())
         if impl == "phases":
             return upsample_phases(x, kernel)
         if impl == "transpose":
