@@ -75,8 +75,10 @@ def _computations(hlo_text: str) -> tuple[dict[str, list[tuple]], str | None]:
 
 def hlo_ops(hlo_text: str) -> dict[str, dict]:
     """Every instruction of an HLO module: name -> {"opcode", "kind", "source", "shape"}."""
-    comps, _ = _computations(hlo_text)
+    return _ops(_computations(hlo_text)[0])
 
+
+def _ops(comps: dict[str, list[tuple]]) -> dict[str, dict]:
     def inner(rest):
         found = set()
         for callee in re.findall(r"calls=%?([\w.\-]+)", rest):
@@ -112,7 +114,7 @@ def kernel_census(hlo_text: str) -> dict:
     GAN. On a GPU each is one kernel (or a few, for a library call), so at small batch
     their number bounds the step time from below."""
     comps, entry = _computations(hlo_text)
-    ops = hlo_ops(hlo_text)
+    ops = _ops(comps)
 
     def census(comp):
         work = [n for n, opcode, _ in comps.get(comp, ()) if opcode not in _NO_KERNEL]
