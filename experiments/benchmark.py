@@ -16,7 +16,8 @@ dtype and K, and at each of --ablate_batches (default: the last listed batch siz
 "data=sequential" (read the data in order: what the on-device
 shuffle costs), "shard_latents=0" (several devices: G's latent draw laid out by XLA, not
 like the real batch), or try one the default leaves off: "d_joint_pass=1" (D scores
-real and fake in one call), joined by '+' for several, or "xla=FLAGS", which runs that
+real and fake in one call) or "bn_grad=closed_form" (BatchNorm's hand-written
+gradient), joined by '+' for several, or "xla=FLAGS", which runs that
 setting again in a fresh process with FLAGS added to XLA_FLAGS. --profile traces one more
 window of the last listed dtype and K at every batch size with jax.profiler and prints
 where its time goes.
@@ -66,10 +67,14 @@ PRESETS = {
                  dtypes=["float32", "bfloat16"], steps_per_dispatch=["1", "10"],
                  torch=["eager:float32", "eager:bfloat16:cl", "compile:bfloat16"],
                  windows=5, window_steps=30, profile=True,
-                 ablate=["reuse_forward=0", "upsample=phases", "data=sequential",
-                         "d_joint_pass=1", "xla=--xla_gpu_autotune_level=0",
+                 # Most promising first (the census in docs/benchmarks.md), as the budget
+                 # may cut the last ones; reuse_forward=0 compiled to the same program.
+                 ablate=["d_joint_pass=1", "bn_grad=closed_form",
+                         "d_joint_pass=1+bn_grad=closed_form", "data=sequential",
+                         "upsample=phases", "xla=--xla_gpu_autotune_level=0",
                          # Also the data draw's and the K-step scan's loops in CUDA graphs.
-                         "xla=--xla_gpu_enable_command_buffer=+WHILE,+CONDITIONAL"],
+                         "xla=--xla_gpu_enable_command_buffer=+WHILE,+CONDITIONAL",
+                         "reuse_forward=0"],
                  ablate_batches=["1024", "128"],
                  # Leaves ~90 s of gpu_benchmark.sh's 5 minutes to the FID Inception's part.
                  time_budget_s=210),
@@ -77,7 +82,7 @@ PRESETS = {
                 steps_per_dispatch=["1", "2"], torch=["eager:float32", "eager:bfloat16"],
                 windows=5, window_steps=6, profile=True,
                 ablate=["reuse_forward=0", "upsample=transpose", "donate=0",
-                        "d_joint_pass=1"]),
+                        "d_joint_pass=1", "bn_grad=closed_form"]),
 }
 
 

@@ -15,6 +15,7 @@ from gan_jax.data.device import ORDERS
 from gan_jax.engine import Engine
 from gan_jax.errors import ConfigError
 from gan_jax.models import layers
+from gan_jax.models.batchnorm import BN_GRADS
 
 # name -> (resolution, channels, width): DCGAN as in Radford et al. at 64x64.
 MODELS = {"dcgan64": (64, 3, 64), "dcgan32": (32, 3, 64), "dcgan28": (28, 1, 32)}
@@ -72,7 +73,7 @@ def _process_peak_memory() -> int | None:
 VARIANTS = {"share_fake": (True, None), "reuse_forward": (True, None),
             "upsample": ("auto", layers.UPSAMPLE_IMPLS), "donate": (True, None),
             "unroll": (None, None), "data": ("shuffled", ORDERS), "d_joint_pass": (False, None),
-            "shard_latents": (True, None)}
+            "shard_latents": (True, None), "bn_grad": ("autodiff", BN_GRADS)}
 DEFAULTS = {key: default for key, (default, _) in VARIANTS.items()}
 
 
@@ -127,7 +128,7 @@ def _engine(model: str, batch: int, dtype: str, k: int, variant: dict, mesh=None
         raise TypeError(f"Got unknown ablations {unknown}; choose from {sorted(VARIANTS)}.")
     v = {**DEFAULTS, **variant}
     config = bench_config(model, batch, dtype, k, v["share_fake"], v["d_joint_pass"])
-    config.model.upsample = v["upsample"]
+    config.model.upsample, config.model.bn_grad = v["upsample"], v["bn_grad"]
     resolution, channels, _ = MODELS[model]
     shape = (resolution, resolution, channels)
     G, D = models.build(config.model, shape, dtype)

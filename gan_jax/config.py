@@ -26,7 +26,10 @@ def defaults() -> ml_collections.ConfigDict:
                      augment="")  # DiffAugment ops for D's inputs, e.g. "color,translation,cutout".
     # upsample (DCGAN's stride-2 layers): "auto" (phases on CPU, transpose elsewhere),
     # "phases" or "transpose"; see gan_jax.models.layers.UpConv. Checkpoints do not depend on it.
-    c.model = dict(name="mlp", z_dim=100, g_width=256, d_width=128, upsample="auto")
+    # bn_grad (DCGAN's training BatchNorm): "autodiff" or "closed_form", a hand-written
+    # gradient that compiles to fewer GPU kernels (gan_jax.models.batchnorm); same numbers.
+    c.model = dict(name="mlp", z_dim=100, g_width=256, d_width=128, upsample="auto",
+                   bn_grad="autodiff")
     c.loss = "non_saturating"  # minimax | non_saturating | hinge | wasserstein | least_squares
     c.n_dis = 1
     c.share_fake = False  # G's update reuses D's fake batch (and G's forward), as PyTorch's DCGAN.

@@ -226,6 +226,25 @@ def test_joint_d_pass_gives_the_same_training(case):
         np.testing.assert_allclose(ma[k], mb[k], rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("case", ["share_fake+joint", "n_dis=2+r1"])
+def test_closed_form_batchnorm_gradient_gives_the_same_training(case):
+    # The benchmark's bn_grad=closed_form must train the same model as autodiff does.
+    kw = {"share_fake+joint": dict(share_fake=True, d_joint_pass=True),
+          "n_dis=2+r1": dict(n_dis=2, d_penalty=steps.penalty("r1", 10.0))}[case]
+    bs, runs = 8 * kw.get("n_dis", 1), []
+    for bn_grad in ("closed_form", "autodiff"):
+        G, D, st = _create(0, dcgan.Generator(resolution=28, width=8, channels=1, z_dim=16,
+                                              bn_grad=bn_grad),
+                           dcgan.Discriminator(resolution=28, width=8, bn_grad=bn_grad),
+                           optax.adam(2e-4, b1=0.5))
+        runs.append(_run(steps.make_train_step(G, D, **kw), st, 3, bs))
+    (a, ma), (b, mb) = runs
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=1e-5)
+    for k in mb:
+        np.testing.assert_allclose(ma[k], mb[k], rtol=1e-4, atol=1e-5)
+
+
 def test_joint_d_pass_refuses_a_discriminator_that_would_mix_the_batches():
     import flax.linen as nn
 
