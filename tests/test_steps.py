@@ -85,9 +85,18 @@ def test_scanned_k_steps_equal_k_single_steps(make):
     step = steps.make_train_step(G, D)
     k = 4
     batches = jnp.stack([_batch(8, i) for i in range(k)])
-    singles, _ = _run(step, st, k)
+    singles, per_step = st, []
+    for i in range(k):
+        singles, m = jax.jit(step)(singles, batches[i])
+        per_step.append(m)
     scanned, m = jax.jit(steps.scan(step, k))(make()[2], batches)
     assert m["d_loss"].shape == (k,)
+    for name in per_step[0]:  # Each metric under its own name, each step in its place.
+        np.testing.assert_allclose(m[name], [x[name] for x in per_step], rtol=1e-5, atol=1e-6)
+    # The loop stores the metrics as one [K, M] array: one write per trip on a GPU.
+    eqn, = [e for e in jax.make_jaxpr(steps.scan(step, k, unroll=False))(st, batches).eqns
+            if e.primitive.name == "scan"]
+    assert len(eqn.outvars) - eqn.params["num_carry"] == 1
     assert int(scanned.step) == k
     for x, y in zip(jax.tree.leaves(singles), jax.tree.leaves(scanned), strict=True):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-6)
