@@ -125,6 +125,15 @@ def test_ablations_are_parsed_and_bad_ones_refused():
             benchmark.parse_variant(bad)
     with pytest.raises(TypeError, match="Got unknown ablations \\['reuse'\\]"):
         benchmark.time_gan_jax("dcgan28", 8, "float32", 1, reuse=False)
+    assert benchmark.parse_variant("bn_grad=closed_form+d_joint_pass=1") == {
+        "bn_grad": "closed_form", "d_joint_pass": True}
+    with pytest.raises(ConfigError, match="autodiff, closed_form"):
+        benchmark.parse_variant("bn_grad=analytic")
+    # A preset's ablation with a typo would only fail on the GPU, row by row: parse them all.
+    from experiments.benchmark import PRESETS
+    for preset in PRESETS.values():
+        for spec in preset["ablate"]:
+            assert spec.startswith("xla=--") or benchmark.parse_variant(spec)
 
 
 def test_a_time_budget_admits_only_the_jobs_that_fit():
