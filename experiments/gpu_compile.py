@@ -17,7 +17,7 @@ import pathlib
 from absl import app, flags
 
 from experiments import cli
-from gan_jax import benchmark, logs, targets
+from gan_jax import benchmark, logs, profiling, targets
 
 _TARGET = flags.DEFINE_string("target", "experiments/gpu_targets/h200.textproto",
                               "The GPU's target description (text proto).")
@@ -28,40 +28,6 @@ _KS = flags.DEFINE_list("steps_per_dispatch", ["10"], "Steps per jitted call.")
 _ABLATE = flags.DEFINE_multi_string("ablate", [], "Ablations (as experiments.benchmark's), "
                                     "each compiled at every setting besides the default.")
 _OUT = flags.DEFINE_string("out", None, "Also write the rows to this JSON file.")
-
-KINDS = ("convolution", "matmul", "reduction fusion", "elementwise fusion", "copy/transpose")
-
-
-def step_loop(kernels: dict) -> dict:
-    """One step's kernels: the K-step loop's body, the loop that launches the most kernels
-    per trip (others draw the data's indices), or with K=1 (no loop) the whole program."""
-    return max([*kernels["loops"], kernels["per_call"]], key=lambda part: part["total"])
-
-
-def table(rows: list[dict]) -> str:
-    head = ["batch", "dtype", "K", "ablation", "compile s", "mem GiB", "kernels/step",
-            *KINDS, "other", "outside the step loop"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in rows:
-        loop = step_loop(r["kernels"])
-        kinds = loop["kinds"]
-        other = loop["total"] - sum(kinds.get(k, 0) for k in KINDS)
-        outside = sum(x["total"] for x in r["kernels"]["loops"] if x is not loop)
-        outside += r["kernels"]["per_call"]["total"] if loop is not r["kernels"]["per_call"] else 0
-        mem = r["memory_bytes"]
-        lines.append("| " + " | ".join(map(str, [
-            r["batch"], r["dtype"], r["steps_per_dispatch"], " ".join(r["ablation"]) or "-",
-            f"{r['compile_s']:.0f}", f"{mem / 2 ** 30:.2f}" if mem else "-", loop["total"],
-            *(kinds.get(k, 0) for k in KINDS), other, outside])) + " |")
-    return "\n".join(lines)
-
-
-def parts_table(row: dict) -> str:
-    parts = step_loop(row["kernels"])["parts"]
-    lines = ["| part of the step | kernels |", "|---|---|"]
-    lines += [f"| {p} | {n} |" for p, n in sorted(parts.items(), key=lambda x: -x[1])]
-    return "\n".join(lines)
-
 
 def main(argv):
     with cli.script(argv):
@@ -74,9 +40,11 @@ def main(argv):
                     for v in variants:
                         rows.append(benchmark.compile_only(_MODEL.value, batch, dtype, k, mesh,
                                                            **v))
-                        print(table(rows[-1:]).splitlines()[-1], flush=True)
-        print(f"\n# {rows[0]['device_kind']} (compile-only), {_MODEL.value}\n\n{table(rows)}\n")
-        print(f"Kernels per step of the first setting, by part:\n\n{parts_table(rows[0])}")
+                        print(profiling.census_table(rows[-1:]).splitlines()[-1], flush=True)
+        print(f"\n# {rows[0]['device_kind']} (compile-only), {_MODEL.value}\n\n"
+              f"{profiling.census_table(rows)}\n")
+        print("Kernels per step of the first setting, by part:\n\n"
+              + profiling.census_parts(rows[0]))
         if _OUT.value:
             logs.atomic_write_bytes(pathlib.Path(_OUT.value),
                                     json.dumps(rows, indent=2).encode())

@@ -77,6 +77,31 @@ VARIANTS = {"share_fake": (True, None), "reuse_forward": (True, None),
 DEFAULTS = {key: default for key, (default, _) in VARIANTS.items()}
 
 
+# experiments.benchmark's --preset values: whole runs, sized for a machine (flag -> value).
+PRESETS = {
+    "h200": dict(models=["dcgan64"], batch_sizes=["128", "1024"],
+                 dtypes=["float32", "bfloat16"], steps_per_dispatch=["1", "10"],
+                 torch=["eager:float32", "eager:bfloat16:cl", "compile:bfloat16"],
+                 windows=5, window_steps=30, profile=True,
+                 # Most promising first (the census in docs/benchmarks.md), as the budget
+                 # may cut the last ones; reuse_forward=0 compiled to the same program.
+                 ablate=["d_joint_pass=1", "bn_grad=closed_form",
+                         "d_joint_pass=1+bn_grad=closed_form", "data=sequential",
+                         "upsample=phases", "xla=--xla_gpu_autotune_level=0",
+                         # Also the data draw's and the K-step scan's loops in CUDA graphs.
+                         "xla=--xla_gpu_enable_command_buffer=+WHILE,+CONDITIONAL",
+                         "reuse_forward=0"],
+                 ablate_batches=["1024", "128"],
+                 # Leaves ~90 s of gpu_benchmark.sh's 5 minutes to the FID Inception's part.
+                 time_budget_s=210),
+    "cpu": dict(models=["dcgan64"], batch_sizes=["16"], dtypes=["float32"],
+                steps_per_dispatch=["1", "2"], torch=["eager:float32", "eager:bfloat16"],
+                windows=5, window_steps=6, profile=True,
+                ablate=["reuse_forward=0", "upsample=transpose", "donate=0",
+                        "d_joint_pass=1", "bn_grad=closed_form"]),
+}
+
+
 class Budget:
     """A run's time limit in seconds (0: none), counted from its creation."""
 

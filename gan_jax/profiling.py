@@ -136,6 +136,44 @@ def kernel_census(hlo_text: str) -> dict:
     return out
 
 
+# The kinds a census table has a column for (the rest count as "other").
+CENSUS_KINDS = ("convolution", "matmul", "reduction fusion", "elementwise fusion",
+                "copy/transpose")
+
+
+def census_step(kernels: dict) -> dict:
+    """One step's kernels: the K-step loop's body, the loop that launches the most kernels
+    per trip (others draw the data's indices), or with K=1 (no loop) the whole program."""
+    return max([*kernels["loops"], kernels["per_call"]], key=lambda part: part["total"])
+
+
+def census_table(rows: list[dict]) -> str:
+    """``benchmark.compile_only`` rows as a Markdown table of one step's kernels by kind."""
+    head = ["batch", "dtype", "K", "ablation", "compile s", "mem GiB", "kernels/step",
+            *CENSUS_KINDS, "other", "outside the step loop"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        loop = census_step(r["kernels"])
+        kinds = loop["kinds"]
+        other = loop["total"] - sum(kinds.get(k, 0) for k in CENSUS_KINDS)
+        outside = sum(x["total"] for x in r["kernels"]["loops"] if x is not loop)
+        outside += r["kernels"]["per_call"]["total"] if loop is not r["kernels"]["per_call"] else 0
+        mem = r["memory_bytes"]
+        lines.append("| " + " | ".join(map(str, [
+            r["batch"], r["dtype"], r["steps_per_dispatch"], " ".join(r["ablation"]) or "-",
+            f"{r['compile_s']:.0f}", f"{mem / 2 ** 30:.2f}" if mem else "-", loop["total"],
+            *(kinds.get(k, 0) for k in CENSUS_KINDS), other, outside])) + " |")
+    return "\n".join(lines)
+
+
+def census_parts(row: dict) -> str:
+    """One ``compile_only`` row's step kernels by part of the GAN, as a Markdown table."""
+    parts = census_step(row["kernels"])["parts"]
+    lines = ["| part of the step | kernels |", "|---|---|"]
+    lines += [f"| {p} | {n} |" for p, n in sorted(parts.items(), key=lambda x: -x[1])]
+    return "\n".join(lines)
+
+
 def capture(run, logdir: str) -> tuple[str, float]:
     """Runs ``run()`` (which must wait for its results) under the profiler; returns the
     trace file and the wall time of ``run``."""

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gan_jax import benchmark, flops, models, parallel, targets
+from gan_jax import benchmark, flops, models, parallel, profiling, targets
 from gan_jax.engine import Engine
 from gan_jax.errors import ConfigError
 from gan_jax.models import dcgan, layers
@@ -130,8 +130,7 @@ def test_ablations_are_parsed_and_bad_ones_refused():
     with pytest.raises(ConfigError, match="autodiff, closed_form"):
         benchmark.parse_variant("bn_grad=analytic")
     # A preset's ablation with a typo would only fail on the GPU, row by row: parse them all.
-    from experiments.benchmark import PRESETS
-    for preset in PRESETS.values():
+    for preset in benchmark.PRESETS.values():
         for spec in preset["ablate"]:
             assert spec.startswith("xla=--") or benchmark.parse_variant(spec)
 
@@ -185,12 +184,11 @@ def test_a_program_compiled_from_shapes_alone_is_the_one_the_benchmark_runs():
 
 
 def test_compile_only_counts_the_kernels_of_one_step_and_labels_the_setting():
-    from experiments import gpu_compile
     mesh = parallel.make_mesh(1)
     row = benchmark.compile_only("dcgan28", 8, "float32", 3, mesh, unroll=False,
                                  d_joint_pass=True)
     assert row["ablation"] == ["unroll=0", "d_joint_pass=1"] and row["platform"] == "cpu"
-    loop = gpu_compile.step_loop(row["kernels"])
+    loop = profiling.census_step(row["kernels"])
     # The K steps are one loop; its body holds one step: D's and G's convolutions, forward
     # and backward, and the optimizers' work.
     assert loop in row["kernels"]["loops"] and loop["kinds"]["convolution"] >= 4
@@ -199,9 +197,9 @@ def test_compile_only_counts_the_kernels_of_one_step_and_labels_the_setting():
     assert sum(loop["parts"].values()) == loop["total"] == sum(loop["kinds"].values())
     # With K=1 there is no step loop: the step is the whole program.
     one = benchmark.compile_only("dcgan28", 8, "float32", 1, mesh)
-    assert gpu_compile.step_loop(one["kernels"]) is one["kernels"]["per_call"]
+    assert profiling.census_step(one["kernels"]) is one["kernels"]["per_call"]
     assert one["kernels"]["per_call"]["kinds"]["convolution"] >= 4
-    line = gpu_compile.table([row]).splitlines()[-1]
+    line = profiling.census_table([row]).splitlines()[-1]
     assert line.startswith("| 8 | float32 | 3 | unroll=0 d_joint_pass=1 |")
     assert f"| {loop['total']} | {loop['kinds']['convolution']} |" in line
 
