@@ -29,6 +29,7 @@ _ABLATE = flags.DEFINE_multi_string("ablate", [], "Ablations (as experiments.ben
                                     "each compiled at every setting besides the default.")
 _OUT = flags.DEFINE_string("out", None, "Also write the rows to this JSON file.")
 
+
 def main(argv):
     with cli.script(argv):
         mesh = targets.mesh(targets.read(_TARGET.value))

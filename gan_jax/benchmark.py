@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gan_jax import config as config_lib
-from gan_jax import flops, models, steps
+from gan_jax import flops, models, profiling, steps
 from gan_jax.data.device import ORDERS
 from gan_jax.engine import Engine
 from gan_jax.errors import ConfigError
@@ -145,6 +145,12 @@ def parse_variant(spec: str) -> dict:
     return out
 
 
+def _dataset_shape(model: str, batch: int) -> tuple[int, ...]:
+    """The benchmark's device-resident dataset: at least 4096 images, and two batches."""
+    resolution, channels, _ = MODELS[model]
+    return (max(4096, 2 * batch), resolution, resolution, channels)
+
+
 def _engine(model: str, batch: int, dtype: str, k: int, variant: dict, mesh=None,
             images=None):
     """The trainer's engine for a benchmark setting, and the setting's full variant."""
@@ -154,11 +160,10 @@ def _engine(model: str, batch: int, dtype: str, k: int, variant: dict, mesh=None
     v = {**DEFAULTS, **variant}
     config = bench_config(model, batch, dtype, k, v["share_fake"], v["d_joint_pass"])
     config.model.upsample, config.model.bn_grad = v["upsample"], v["bn_grad"]
-    resolution, channels, _ = MODELS[model]
-    shape = (resolution, resolution, channels)
+    shape = _dataset_shape(model, batch)[1:]
     G, D = models.build(config.model, shape, dtype)
     if images is None:
-        images = np.random.default_rng(0).integers(0, 256, (max(4096, 2 * batch), *shape),
+        images = np.random.default_rng(0).integers(0, 256, _dataset_shape(model, batch),
                                                    dtype=np.uint8)
     init_key, data_key = jax.random.split(jax.random.PRNGKey(0))
     options = {} if v["reuse_forward"] else {"reuse_forward": False}
@@ -180,16 +185,13 @@ def compile_only(model: str, batch: int, dtype: str, k: int, mesh, **variant) ->
     """Compiles the setting's K-step program for the devices of ``mesh`` (compile-only ones
     too: ``gan_jax.targets``) without running it; returns the compile time, XLA's memory
     figure and the program's kernels (``profiling.kernel_census``)."""
-    from gan_jax import profiling
     tags = _tags({**DEFAULTS, **variant})
     target = mesh.devices.flat[0]
     # "auto" and None pick by this process's backend; the program is for the target's.
     variant = {"upsample": layers.auto_upsample(target.platform),
                "unroll": steps.default_unroll(target.platform), **variant}
-    resolution, channels, _ = MODELS[model]
     # Only the dataset's size matters to a program compiled from shapes: no real array.
-    images = np.broadcast_to(np.uint8(0), (max(4096, 2 * batch), resolution, resolution,
-                                           channels))
+    images = np.broadcast_to(np.uint8(0), _dataset_shape(model, batch))
     engine, _ = _engine(model, batch, dtype, k, variant, mesh=mesh, images=images)
     t = time.perf_counter()
     engine.compile_abstract()
@@ -236,7 +238,6 @@ def time_gan_jax(model: str, batch: int, dtype: str, k: int, *, windows: int = 5
             for name, v in box["metrics"].items()}
     profile, profile_s = None, 0.0
     if profile_dir:
-        from gan_jax import profiling
         t = time.perf_counter()
         try:
             path, wall = profiling.capture(window, profile_dir)

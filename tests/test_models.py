@@ -5,6 +5,7 @@ import pytest
 
 from gan_jax import state as state_lib
 from gan_jax.models import batchnorm, dcgan, layers, mlp
+from tests.helpers import assert_trees_equal
 
 KEY = jax.random.PRNGKey(0)
 
@@ -199,7 +200,7 @@ def test_closed_form_batchnorm_gradient_equals_autodiff(dtype, groups):
         g2 = jax.jit(jax.grad(lambda p, f=f: jnp.sum(jax.grad(lambda x: f(p, x)[0])(x) ** 2)))(p)
         out[grad] = (loss, stats, g, g2)
     a, b = out["autodiff"], out["closed_form"]
-    _assert_same(a[:2], b[:2], rtol=0, atol=0)
+    assert_trees_equal(a[:2], b[:2])
     # bfloat16: autodiff rounds its intermediate gradients to 8 bits, the closed form does not.
     tol = 1e-2 if dtype == jnp.bfloat16 else 2e-6
     for u, w in zip(jax.tree.leaves(a[2:]), jax.tree.leaves(b[2:]), strict=True):
@@ -209,11 +210,6 @@ def test_closed_form_batchnorm_gradient_equals_autodiff(dtype, groups):
     assert np.abs(np.asarray(a[2][1], np.float32)).max() > 1e-2
 
 
-def _assert_same(a, b, **tol):
-    for u, w in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
-        np.testing.assert_allclose(np.asarray(u, np.float32), np.asarray(w, np.float32), **tol)
-
-
 def test_dcgan_with_closed_form_batchnorm_is_the_same_model():
     # Same parameter tree (checkpoints are interchangeable) and, in eval mode, the same
     # nn.BatchNorm on the running averages.
@@ -221,8 +217,8 @@ def test_dcgan_with_closed_form_batchnorm_is_the_same_model():
     D, Dc = (dcgan.Discriminator(resolution=32, width=8, bn_grad=g) for g in batchnorm.BN_GRADS)
     v, vc = _init(D, x), _init(Dc, x)
     assert jax.tree.structure(v) == jax.tree.structure(vc)
-    _assert_same(v, vc, rtol=0, atol=0)
-    _assert_same(_apply(D, v, x, train=False), _apply(Dc, v, x, train=False), rtol=0, atol=0)
+    assert_trees_equal(v, vc)
+    assert_trees_equal(_apply(D, v, x, train=False), _apply(Dc, v, x, train=False))
     with pytest.raises(ValueError, match="grad must be one of"):
         dcgan.Discriminator(resolution=32, width=8, bn_grad="x").apply(
             v, x, train=True, mutable=["batch_stats"])

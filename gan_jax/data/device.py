@@ -38,6 +38,11 @@ def shard_size(num_examples: int, num_shards: int) -> int:
     return num_examples // num_shards
 
 
+def kept_size(num_examples: int, num_shards: int) -> int:
+    """Examples kept when split evenly over ``num_shards``: ``shard_size`` per shard."""
+    return shard_size(num_examples, num_shards) * num_shards
+
+
 def make_data_steps(train_step, num_steps: int, *, rows_per_step: int, num_examples: int, key,
                     mesh=None, axis_name: str | None = None, order: str = "shuffled",
                     unroll: bool | int | None = None):
@@ -110,5 +115,5 @@ def put(images_NHWC: np.ndarray, mesh=None, pmap_devices=None):
         return jax.device_put(stack, parallel.stacked_sharding(pmap_devices))
     if mesh is None:
         return jax.device_put(images_NHWC)
-    n = shard_size(len(images_NHWC), mesh.devices.size) * mesh.devices.size
+    n = kept_size(len(images_NHWC), mesh.devices.size)
     return parallel.put_sharded_copy(images_NHWC[:n], mesh)

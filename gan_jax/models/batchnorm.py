@@ -13,11 +13,16 @@ from jax import lax
 BN_GRADS = ("autodiff", "closed_form")
 
 
+def _row_axes(xg):
+    """The axes of ``xg`` [N, G, ..., C] a group's statistics are taken over."""
+    return (0, *range(2, xg.ndim - 1))
+
+
 def _stats(xg, axis_name):
     """Per-group mean and biased variance of ``xg`` [N, G, ..., C] in at least float32, as
     nn.BatchNorm takes them: E[x^2] - E[x]^2 clipped at 0, averaged over ``axis_name``."""
     xf = xg.astype(jnp.promote_types(xg.dtype, jnp.float32))
-    axes = (0, *range(2, xg.ndim - 1))
+    axes = _row_axes(xg)
     stats = jnp.stack([xf.mean(axes), (xf * xf).mean(axes)])  # [2, G, C]
     if axis_name is not None:
         stats = lax.pmean(stats, axis_name)
@@ -54,7 +59,7 @@ def _batch_norm_bwd(epsilon, axis_name, residuals, cotangents):
     xg, scale, bias, mean, inv = residuals
     dy = cotangents[0].astype(mean.dtype)
     x_hat = (xg - _broadcast(mean, xg.ndim)) * _broadcast(inv, xg.ndim)
-    axes = (0, *range(2, xg.ndim - 1))
+    axes = _row_axes(xg)
     sums = jnp.stack([dy.sum(axes), (dy * x_hat).sum(axes)])  # [2, G, C], this device's rows
     means = sums / (xg.size // (xg.shape[1] * xg.shape[-1]))
     if axis_name is not None:  # The statistics are over every device's rows.
