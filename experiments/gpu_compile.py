@@ -1,12 +1,16 @@
 """Compiles the benchmark's train step for a GPU this machine does not have, and counts the
-kernels the program launches (and XLA's memory figure), without running it:
+kernels the program launches, the bytes they move and the convolution FLOPs they do (and
+XLA's memory figure), without running it:
 
   JAX_PLATFORMS=cpu python -m experiments.gpu_compile \
       [--target=experiments/gpu_targets/h200.textproto] [--batch_sizes=128,1024] \
-      [--dtypes=bfloat16] [--steps_per_dispatch=10] [--ablate=d_joint_pass=1 ...] [--out=F]
+      [--dtypes=bfloat16] [--steps_per_dispatch=10] [--ablate=d_joint_pass=1 ...] \
+      [--peak_tflops=790] [--out=F]
 
 At small batch a GPU step costs at least a few microseconds per kernel, so the count says
-where a step's floor is and what a change removes, before any GPU time is spent. The
+where a step's floor is and what a change removes, before any GPU time is spent; at large
+batch the bytes and FLOPs do (the roofline table: the target's memory bandwidth and the
+given matmul peak). The
 compile takes no autotuning (there is no device to time candidates on), so fusions match
 the GPU's but convolution algorithms may not. Needs jax >= 0.11 (Python >= 3.12) with its
 CUDA plugin: `pip install "jax[cuda13]"`; no GPU.
@@ -28,11 +32,14 @@ _KS = flags.DEFINE_list("steps_per_dispatch", ["10"], "Steps per jitted call.")
 _ABLATE = flags.DEFINE_multi_string("ablate", [], "Ablations (as experiments.benchmark's), "
                                     "each compiled at every setting besides the default.")
 _OUT = flags.DEFINE_string("out", None, "Also write the rows to this JSON file.")
+_PEAK = flags.DEFINE_float("peak_tflops", 790.0, "The GPU's bf16 matmul peak for the floors "
+                           "(790: measured on an H200, ../shared/DESIGN.md).")
 
 
 def main(argv):
     with cli.script(argv):
-        mesh = targets.mesh(targets.read(_TARGET.value))
+        target = targets.read(_TARGET.value)
+        mesh = targets.mesh(target)
         variants = [{}] + [benchmark.parse_variant(a) for a in _ABLATE.value]
         rows = []
         for batch in map(int, _BATCHES.value):
@@ -46,6 +53,10 @@ def main(argv):
               f"{profiling.census_table(rows)}\n")
         print("Kernels per step of the first setting, by part:\n\n"
               + profiling.census_parts(rows[0]))
+        print(f"\nRoofline floors ({targets.memory_bandwidth(target) / 1e12:.1f} TB/s, "
+              f"{_PEAK.value:.0f} TFLOP/s):\n\n"
+              + profiling.roofline_table(rows, targets.memory_bandwidth(target),
+                                         _PEAK.value * 1e12))
         if _OUT.value:
             logs.atomic_write_bytes(pathlib.Path(_OUT.value),
                                     json.dumps(rows, indent=2).encode())

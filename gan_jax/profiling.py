@@ -15,6 +15,8 @@ import time
 
 import jax
 
+from gan_jax import hlo_cost
+
 _HEADER = re.compile(r"^(?:ENTRY )?%?([\w.\-]+) .*\{\s*$")
 _INSTR = re.compile(r"^\s+(?:ROOT )?%?([\w.\-]+) = (.*)$")
 _OPCODE = re.compile(r"\s([a-z][\w\-]*)\(")
@@ -111,16 +113,24 @@ def _part(source: str) -> str:
 def kernel_census(hlo_text: str) -> dict:
     """The work items a compiled program launches (fusions, convolutions, library calls):
     outside any loop ("per_call") and per trip of each loop, by kind and by part of the
-    GAN. On a GPU each is one kernel (or a few, for a library call), so at small batch
-    their number bounds the step time from below."""
+    GAN, with the bytes and convolution FLOPs of each (``hlo_cost``). On a GPU each is one
+    kernel (or a few, for a library call), so at small batch their number bounds the step
+    time from below, and at large batch their bytes and FLOPs do."""
     comps, entry = _computations(hlo_text)
     ops = _ops(comps)
+    shapes = {n: op["shape"] for n, op in ops.items()}
 
     def census(comp):
-        work = [n for n, opcode, _ in comps.get(comp, ()) if opcode not in _NO_KERNEL]
+        work = [(n, o, r) for n, o, r in comps.get(comp, ()) if o not in _NO_KERNEL]
+        costs = [list(hlo_cost.kernel_cost(o, r, comps, shapes)) for _, o, r in work]
         return {"total": len(work),
-                "kinds": dict(collections.Counter(ops[n]["kind"] for n in work)),
-                "parts": dict(collections.Counter(_part(ops[n]["source"]) for n in work))}
+                "kinds": dict(collections.Counter(ops[n]["kind"] for n, _, _ in work)),
+                "parts": dict(collections.Counter(_part(ops[n]["source"]) for n, _, _ in work)),
+                "bytes": sum(b for b, _ in costs), "conv_flops": sum(f for _, f in costs),
+                "part_bytes": dict(sum((collections.Counter({_part(ops[n]["source"]): b})
+                                        for (n, _, _), (b, _) in zip(work, costs)),
+                                       collections.Counter())),
+                "costs": costs}
 
     out = {"per_call": census(entry), "loops": []}
     todo = [entry]
@@ -167,10 +177,33 @@ def census_table(rows: list[dict]) -> str:
 
 
 def census_parts(row: dict) -> str:
-    """One ``compile_only`` row's step kernels by part of the GAN, as a Markdown table."""
-    parts = census_step(row["kernels"])["parts"]
-    lines = ["| part of the step | kernels |", "|---|---|"]
-    lines += [f"| {p} | {n} |" for p, n in sorted(parts.items(), key=lambda x: -x[1])]
+    """One ``compile_only`` row's step kernels (and their bytes) by part of the GAN, as a
+    Markdown table."""
+    step = census_step(row["kernels"])
+    lines = ["| part of the step | kernels | MB moved |", "|---|---|---|"]
+    lines += [f"| {p} | {n} | {step['part_bytes'].get(p, 0) / 1e6:.0f} |"
+              for p, n in sorted(step["parts"].items(), key=lambda x: -x[1])]
+    return "\n".join(lines)
+
+
+def roofline_table(rows: list[dict], bandwidth: float, peak_flops: float) -> str:
+    """``compile_only`` rows' step floors: each kernel its bytes at ``bandwidth`` or its
+    convolution FLOPs at ``peak_flops``, whichever is longer, the work outside the step
+    loop shared by the K steps; launch gaps, matmul FLOPs and caches not counted."""
+    head = ["batch", "K", "ablation", "kernels/step", "GB/step", "conv GFLOP/step",
+            "floor ms/step", "img/s at the floor"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        loop = census_step(r["kernels"])
+        rest = [x for x in (*r["kernels"]["loops"], r["kernels"]["per_call"]) if x is not loop]
+        k = r["steps_per_dispatch"] if loop is not r["kernels"]["per_call"] else 1
+        per_step = lambda key: loop[key] + sum(x[key] for x in rest) / k
+        floor = hlo_cost.floor_s(loop["costs"], bandwidth, peak_flops) + sum(
+            hlo_cost.floor_s(x["costs"], bandwidth, peak_flops) for x in rest) / k
+        lines.append("| " + " | ".join(map(str, [
+            r["batch"], r["steps_per_dispatch"], " ".join(r["ablation"]) or "-", loop["total"],
+            f"{per_step('bytes') / 1e9:.2f}", f"{per_step('conv_flops') / 1e9:.0f}",
+            f"{floor * 1e3:.2f}", f"{r['batch'] / floor:,.0f}"])) + " |")
     return "\n".join(lines)
 
 

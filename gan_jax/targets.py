@@ -3,6 +3,7 @@ machine without that GPU compiles programs for it (to read their kernels and mem
 to run them). Needs jax >= 0.11 with its CUDA plugin; the host's own backend stays CPU.
 """
 import pathlib
+import re
 
 from gan_jax import parallel
 from gan_jax.errors import ConfigError
@@ -20,6 +21,14 @@ def read(path) -> str:
                           f"`gan_jax.targets.save` wrote on that GPU, or one from "
                           f"experiments/gpu_targets/.")
     return path.read_text()
+
+
+def memory_bandwidth(target_config: str) -> float:
+    """The GPU's memory bandwidth in bytes/s, from its target description."""
+    m = re.search(r"memory_bandwidth:\s*(\d+)", target_config)
+    if not m:
+        raise ConfigError("The GPU target description has no memory_bandwidth field.")
+    return float(m.group(1))
 
 
 def mesh(target_config: str, platform: str = "cuda"):

@@ -209,6 +209,9 @@ def test_compile_only_gpu_devices_fail_clearly_where_they_cannot_be_made(tmp_pat
         targets.read(tmp_path / "h100.textproto")
     text = targets.read(REPO / "experiments/gpu_targets/h200.textproto")
     assert "core_count: 132" in text and 'device_description_str: "NVIDIA H200"' in text
+    assert targets.memory_bandwidth(text) == 4.8e12  # The roofline floors' bandwidth.
+    with pytest.raises(ConfigError, match="no memory_bandwidth"):
+        targets.memory_bandwidth("core_count: 132")
     if jax.__version_info__ < (0, 11):  # Here (CI): jax 0.10 has no compile-only GPUs.
         with pytest.raises(ConfigError, match="jax >= 0.11"):
             targets.mesh(text)

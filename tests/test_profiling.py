@@ -2,7 +2,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from gan_jax import profiling
+from gan_jax import hlo_cost, profiling
 
 # A GPU-style optimized module: cuDNN and cuBLAS custom calls, a Triton gemm fusion, fusions
 # with and without a reduction, a layout copy, and a while loop holding a body.
@@ -32,7 +32,7 @@ ENTRY %main (x: bf16[8,4], w: bf16[4,4], img: bf16[8,16,16,3], k: bf16[4,4,3,8])
   %w = bf16[4,4]{1,0} parameter(1)
   %img = bf16[8,16,16,3]{3,2,1,0} parameter(2)
   %k = bf16[4,4,3,8]{3,2,1,0} parameter(3)
-  %cudnn-conv.1 = (bf16[8,8,8,8]{3,2,1,0}, u8[0]{0}) custom-call(bf16[8,16,16,3]{3,2,1,0} %img, bf16[4,4,3,8]{3,2,1,0} %k), window={size=4x4 stride=2x2 pad=1_1x1_1}, custom_call_target="__cudnn$convForward", metadata={op_name="jit(step)/jvp(Discriminator)/Conv_0/conv_general_dilated"}
+  %cudnn-conv.1 = (bf16[8,8,8,8]{3,2,1,0}, u8[0]{0}) custom-call(bf16[8,16,16,3]{3,2,1,0} %img, bf16[4,4,3,8]{3,2,1,0} %k), window={size=4x4 stride=2x2 pad=1_1x1_1}, dim_labels=b01f_o01i->b01f, custom_call_target="__cudnn$convForward", metadata={op_name="jit(step)/jvp(Discriminator)/Conv_0/conv_general_dilated"}
   %gemm.1 = (bf16[8,4]{1,0}, s8[0]{0}) custom-call(bf16[8,4]{1,0} %x, bf16[4,4]{1,0} %w), custom_call_target="__cublas$gemm"
   %gemm_fusion.1 = bf16[8,4]{1,0} fusion(bf16[8,4]{1,0} %x, bf16[4,4]{1,0} %w), kind=kCustom, calls=%triton_dot
   %loop_fusion.1 = bf16[8,4]{1,0} fusion(bf16[8,4]{1,0} %gemm_fusion.1), kind=kLoop, calls=%fused_relu
@@ -140,8 +140,12 @@ ENTRY %main (x: f32[4]) -> (s32[], f32[4]) {
 
 def test_kernel_census_counts_work_outside_and_per_trip_of_each_loop():
     census = profiling.kernel_census(_LOOP_HLO)
-    assert census["per_call"] == {"total": 1, "kinds": {"convolution": 1},
-                                  "parts": {"Generator forward": 1}}
+    per_call = {k: census["per_call"][k] for k in ("total", "kinds", "parts")}
+    assert per_call == {"total": 1, "kinds": {"convolution": 1},
+                        "parts": {"Generator forward": 1}}
+    # f32[4] read twice and written once; no window, so no FLOPs counted.
+    assert census["per_call"]["costs"] == [[48, 0.0]]
+    assert census["per_call"]["part_bytes"] == {"Generator forward": 48}
     outer, inner = census["loops"]
     # Tuples, parameters and the nested loop itself launch nothing; its body is a loop too.
     assert outer["while"] == "while.1" and outer["total"] == 2 and outer["condition"] == 1
@@ -149,3 +153,53 @@ def test_kernel_census_counts_work_outside_and_per_trip_of_each_loop():
     assert outer["parts"] == {"Discriminator backward": 1,
                               "other (optimizers, norms, EMA, data, noise)": 1}
     assert inner["while"] == "while.2" and inner["kinds"] == {"reduction fusion": 1}
+
+
+# A compiled GPU module names its operands without their shapes; a fusion that reads a big
+# operand through a dynamic-slice (the data draw) reads only the slice.
+_COST_HLO = """HloModule m
+
+%fused_take (data: u8[100,8], i: s32[]) -> f32[2,8] {
+  %data = u8[100,8]{1,0} parameter(0)
+  %i = s32[] parameter(1)
+  %zero = s32[] constant(0)
+  %ds = u8[2,8]{1,0} dynamic-slice(%data, %i, %zero), dynamic_slice_sizes={2,8}
+  ROOT %f = f32[2,8]{1,0} convert(%ds)
+}
+
+ENTRY %main (data: u8[100,8], i: s32[], x: bf16[8,8,8,64], dy: bf16[8,16,16,32], k: bf16[64,4,4,32]) -> f32[2,8] {
+  %data = u8[100,8]{1,0} parameter(0)
+  %i = s32[] parameter(1)
+  %x = bf16[8,8,8,64]{3,2,1,0} parameter(2)
+  %dy = bf16[8,16,16,32]{3,2,1,0} parameter(3)
+  %k = bf16[64,4,4,32]{3,2,1,0} parameter(4)
+  %up = (bf16[8,16,16,32]{3,2,1,0}, u8[0]{0}) custom-call(%x, %k), window={size=4x4 stride=2x2 pad=1_1x1_1}, dim_labels=b01f_o01i->b01f, custom_call_target="__cudnn$convBackwardInput"
+  %down = (bf16[8,8,8,64]{3,2,1,0}, u8[0]{0}) custom-call(%dy, %k), window={size=4x4 stride=2x2 pad=1_1x1_1}, dim_labels=b01f_o01i->b01f, custom_call_target="__cudnn$convForward"
+  %dk = (bf16[64,4,4,32]{3,2,1,0}, u8[0]{0}) custom-call(%dy, %x), window={size=4x4 stride=2x2 pad=1_1x1_1}, dim_labels=b01f_o01i->b01f, custom_call_target="__cudnn$convBackwardFilter"
+  ROOT %take = f32[2,8]{1,0} fusion(%data, %i), kind=kLoop, calls=%fused_take
+}
+"""
+
+
+def test_each_kernel_is_costed_from_its_shapes():
+    costs = dict(zip(("up", "down", "dk", "take"),
+                     profiling.kernel_census(_COST_HLO)["per_call"]["costs"]))
+    x, dy, k = 8 * 8 * 8 * 64 * 2, 8 * 16 * 16 * 32 * 2, 64 * 4 * 4 * 32 * 2
+    assert costs["take"] == [2 * 8 + 4 + 2 * 8 * 4, 0.0]  # the slice, the index, the result
+    assert [c[0] for c in (costs["up"], costs["down"], costs["dk"])] == [
+        x + k + dy, dy + k + x, dy + x + k]
+    # The three convolutions of one stride-2 layer (32 -> 64 channels, 16x16 -> 8x8): each
+    # does the forward convolution's multiply-adds.
+    forward = 2.0 * 8 * 8 * 8 * 64 * 16 * 32
+    assert costs["down"][1] == costs["up"][1] == costs["dk"][1] == forward
+
+
+def test_the_roofline_floor_takes_the_slower_of_bytes_and_flops():
+    assert hlo_cost.floor_s([[10, 0.0], [0, 30.0], [10, 10.0]], 10.0, 10.0) == 1 + 3 + 1
+    assert hlo_cost.nbytes("(bf16[8,4]{1,0}, u8[0]{0}, pred[3], s32[])") == 64 + 3 + 4
+    row = {"batch": 8, "steps_per_dispatch": 2, "ablation": [],
+           "kernels": profiling.kernel_census(_LOOP_HLO)}
+    line = profiling.roofline_table([row], 48.0, 1e9).splitlines()[-1]
+    # Per trip 32 + 48 bytes (the fusion, the conv); outside, shared by the 2 steps, 48 (the
+    # conv) and 20 (the other loop's sum): 80 / 48 + 68 / 48 / 2 s.
+    assert line == "| 8 | 2 | - | 2 | 0.00 | 0 | 2375.00 | 3 |"
