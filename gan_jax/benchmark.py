@@ -85,7 +85,8 @@ PRESETS = {
                  windows=5, window_steps=30, profile=True,
                  # Most promising first (the census in docs/benchmarks.md), as the budget
                  # may cut the last ones; reuse_forward=0 compiled to the same program.
-                 ablate=["d_joint_pass=1", "bn_grad=closed_form",
+                 # upsample=dilated: what the transposed conv's cuDNN form buys.
+                 ablate=["upsample=dilated", "d_joint_pass=1", "bn_grad=closed_form",
                          "d_joint_pass=1+bn_grad=closed_form", "data=sequential",
                          "upsample=phases", "xla=--xla_gpu_autotune_level=0",
                          # Also the data draw's and the K-step scan's loops in CUDA graphs.

@@ -36,8 +36,10 @@ def test_flops_from_layer_shapes_match_a_hand_count():
                        jnp.zeros((1, 64, 64, 3))) == d_hand
     assert abs(g_hand / 1e9 - 0.21) < 0.01 and abs(d_hand / 1e9 - 0.21) < 0.01
     x, k = jnp.zeros((1, 7, 7, 8)), jnp.zeros((4, 4, 8, 4))
-    assert flops.count(layers.upsample_phases, x, k) == flops.count(
-        layers.upsample_conv_transpose, x, k)
+    for fn in (layers.upsample_conv_transpose, layers.upsample_dilated):
+        assert flops.count(fn, x, k) == flops.count(layers.upsample_phases, x, k)
+        grad = jax.grad(lambda x, k: jnp.sum(fn(x, k)), (0, 1))
+        assert flops.count(grad, x, k) == 3 * flops.count(layers.upsample_phases, x, k)
     # A scan counts its body once per trip.
     scanned = lambda a: jax.lax.scan(lambda c, _: (c @ a, None), a, None, length=3)[0]
     assert flops.count(scanned, jnp.zeros((5, 5))) == 3 * 2 * 125

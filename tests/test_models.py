@@ -84,17 +84,33 @@ def test_bad_resolution_and_image_size():
         _init(dcgan.Discriminator(resolution=32), jnp.zeros((2, 28, 28, 1)))
 
 
+_UPSAMPLES = (layers.upsample_conv_transpose, layers.upsample_dilated, layers.upsample_phases)
+
+
 @pytest.mark.parametrize("shape", [(2, 7, 7, 5), (3, 4, 6, 1)])
-def test_upconv_phases_equal_transposed_conv(shape):
+def test_the_upsampling_forms_compute_one_function(shape):
     x = jax.random.normal(KEY, shape)
     k = jax.random.normal(jax.random.PRNGKey(1), (4, 4, shape[-1], 3))
-    a = layers.upsample_conv_transpose(x, k)
-    b = layers.upsample_phases(x, k)
-    assert a.shape == (shape[0], 2 * shape[1], 2 * shape[2], 3)
-    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
-    ga = jax.grad(lambda k: jnp.sum(jnp.sin(layers.upsample_conv_transpose(x, k))))(k)
-    gb = jax.grad(lambda k: jnp.sum(jnp.sin(layers.upsample_phases(x, k))))(k)
-    np.testing.assert_allclose(ga, gb, rtol=1e-4, atol=1e-4)
+    dy = jax.random.normal(jax.random.PRNGKey(2), (shape[0], 2 * shape[1], 2 * shape[2], 3))
+    ref, *others = [jax.vjp(fn, x, k) for fn in _UPSAMPLES]
+    assert ref[0].shape == dy.shape
+    for y, vjp in others:
+        np.testing.assert_allclose(ref[0], y, rtol=1e-5, atol=1e-5)
+        for g_ref, g in zip(ref[1](dy), vjp(dy)):  # d/dx and d/dkernel
+            np.testing.assert_allclose(g_ref, g, rtol=1e-4, atol=1e-4)
+
+
+def test_the_transposed_conv_has_second_derivatives():
+    # Its VJP is hand-written: the gradient of a gradient must still be autodiff's.
+    x = jax.random.normal(KEY, (2, 3, 3, 2))
+    k = jax.random.normal(jax.random.PRNGKey(1), (4, 4, 2, 3))
+
+    def grad_norm_grad(fn):
+        g = jax.grad(lambda k: jnp.sum(jnp.sin(fn(x, k))))
+        return jax.grad(lambda k: jnp.sum(g(k) ** 2))(k)
+
+    np.testing.assert_allclose(grad_norm_grad(layers.upsample_conv_transpose),
+                               grad_norm_grad(layers.upsample_dilated), rtol=1e-4, atol=1e-4)
 
 
 def test_upconv_matches_pytorch_conv_transpose_semantics():
@@ -103,7 +119,7 @@ def test_upconv_matches_pytorch_conv_transpose_semantics():
     # transposed convolution is a correlation: PyTorch weights load as w[::-1, ::-1]).
     x = jnp.zeros((1, 3, 3, 1)).at[0, 1, 1, 0].set(1.0)
     k = jnp.arange(1.0, 17.0).reshape(4, 4, 1, 1)
-    for fn in (layers.upsample_phases, layers.upsample_conv_transpose):
+    for fn in _UPSAMPLES:
         y = np.asarray(fn(x, k))[0, :, :, 0]
         assert y.shape == (6, 6)
         np.testing.assert_array_equal(y[1:5, 1:5], np.asarray(k)[::-1, ::-1, 0, 0])

@@ -7,13 +7,61 @@ import jax.numpy as jnp
 from jax import lax
 
 _DN = ("NHWC", "HWIO", "NHWC")
-UPSAMPLE_IMPLS = ("auto", "phases", "transpose")  # UpConv's impl values.
+UPSAMPLE_IMPLS = ("auto", "phases", "transpose", "dilated")  # UpConv's impl values.
 
 
-def upsample_conv_transpose(x_BHWC, kernel_44IO):
-    """PyTorch's ConvTranspose2d(kernel 4, stride 2, padding 1) as one lhs-dilated conv."""
+def upsample_dilated(x_BHWC, kernel_44IO):
+    """PyTorch's ConvTranspose2d(kernel 4, stride 2, padding 1) as one lhs-dilated conv.
+
+    XLA:GPU writes this conv's input out with zeros between the pixels and convolves that,
+    four times the useful FLOPs; ``upsample_conv_transpose`` is the same function without.
+    """
     return lax.conv_general_dilated(x_BHWC, kernel_44IO, (1, 1), ((2, 2), (2, 2)),
                                     lhs_dilation=(2, 2), dimension_numbers=_DN)
+
+
+def _down_kernel(kernel_44IO):
+    # The stride-2 conv that UpConv transposes has this kernel (HWIO, in = UpConv's out).
+    return jnp.swapaxes(lax.rev(kernel_44IO, (0, 1)), 2, 3)
+
+
+def _down(u_BHWC, w_44OI):
+    return lax.conv_general_dilated(u_BHWC, w_44OI, (2, 2), ((1, 1), (1, 1)),
+                                    dimension_numbers=_DN)
+
+
+def _up(x_BHWC, kernel_44IO):
+    w = _down_kernel(kernel_44IO)
+    n, h, w_, _ = x_BHWC.shape
+    y = jax.ShapeDtypeStruct((n, 2 * h, 2 * w_, kernel_44IO.shape[3]), x_BHWC.dtype)
+    return jax.linear_transpose(lambda u: _down(u, w), y)(x_BHWC)[0]
+
+
+@jax.custom_vjp
+def upsample_conv_transpose(x_BHWC, kernel_44IO):
+    """``upsample_dilated``'s function as the transpose of the stride-2 conv it undoes.
+
+    XLA:GPU runs an lhs-dilated conv as cuDNN's data-gradient kernel only when its filter
+    is a ``reverse``, which JAX's transpose of a conv emits and ``upsample_dilated`` lacks.
+    The kernel's gradient is the stride-2 conv's own (a custom VJP): autodiff's form of it
+    gets no cuDNN filter-gradient kernel and costs layout transposes every step. Reverse
+    mode only; for ``jax.jvp`` use ``upsample_dilated`` or ``upsample_phases``.
+    """
+    return _up(x_BHWC, kernel_44IO)
+
+
+def _up_fwd(x_BHWC, kernel_44IO):
+    return _up(x_BHWC, kernel_44IO), (x_BHWC, kernel_44IO)
+
+
+def _up_bwd(res, dy_BHWC):
+    x, kernel = res
+    w = _down_kernel(kernel)
+    dw = jax.linear_transpose(lambda w: _down(dy_BHWC, w), w)(x)[0]
+    return _down(dy_BHWC, w), _down_kernel(dw)
+
+
+upsample_conv_transpose.defvjp(_up_fwd, _up_bwd)
 
 
 def upsample_phases(x_BHWC, kernel_44IO):
@@ -45,9 +93,10 @@ def auto_upsample(platform: str) -> str:
 class UpConv(nn.Module):
     """A 4x4, stride-2 transposed convolution that doubles the side (no bias).
 
-    ``impl``: "transpose", "phases" (see ``upsample_phases``), or "auto": phases on CPU,
-    the transposed convolution elsewhere. Both compute the same function of the same
-    (4, 4, in, out) kernel, so checkpoints do not depend on the choice.
+    ``impl``: "transpose" (``upsample_conv_transpose``), "phases" (``upsample_phases``),
+    "dilated" (``upsample_dilated``), or "auto": phases on CPU, the transposed convolution
+    elsewhere. All compute the same function of the same (4, 4, in, out) kernel, so
+    checkpoints do not depend on the choice.
     """
     features: int
     kernel_init: Any = nn.initializers.normal(0.02)
@@ -67,4 +116,6 @@ class UpConv(nn.Module):
             return upsample_phases(x, kernel)
         if impl == "transpose":
             return upsample_conv_transpose(x, kernel)
+        if impl == "dilated":
+            return upsample_dilated(x, kernel)
         raise ValueError(f"UpConv impl must be one of {UPSAMPLE_IMPLS}, got {impl!r}.")
