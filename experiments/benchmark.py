@@ -12,7 +12,8 @@ with a preset override its values.
 
 Ablations (--ablate, repeatable) undo one choice of the default step at the last listed
 dtype and K, and at each of --ablate_batches (default: the last listed batch size):
-"reuse_forward=0", "share_fake=0", "upsample=phases", "donate=0", "unroll=1",
+"reuse_forward=0", "share_fake=0", "upsample=phases" or "upsample=dilated" (the textbook
+transposed convolution), "donate=0", "unroll=1",
 "data=sequential" (read the data in order: what the on-device
 shuffle costs), "shard_latents=0" (several devices: G's latent draw laid out by XLA, not
 like the real batch), or try one the default leaves off: "d_joint_pass=1" (D scores

@@ -98,7 +98,7 @@ PRESETS = {
     "cpu": dict(models=["dcgan64"], batch_sizes=["16"], dtypes=["float32"],
                 steps_per_dispatch=["1", "2"], torch=["eager:float32", "eager:bfloat16"],
                 windows=5, window_steps=6, profile=True,
-                ablate=["reuse_forward=0", "upsample=transpose", "donate=0",
+                ablate=["reuse_forward=0", "upsample=phases", "upsample=dilated", "donate=0",
                         "d_joint_pass=1", "bn_grad=closed_form"]),
 }
 
@@ -188,9 +188,8 @@ def compile_only(model: str, batch: int, dtype: str, k: int, mesh, **variant) ->
     figure and the program's kernels (``profiling.kernel_census``)."""
     tags = _tags({**DEFAULTS, **variant})
     target = mesh.devices.flat[0]
-    # "auto" and None pick by this process's backend; the program is for the target's.
-    variant = {"upsample": layers.auto_upsample(target.platform),
-               "unroll": steps.default_unroll(target.platform), **variant}
+    # unroll=None picks by this process's backend; the program is for the target's.
+    variant = {"unroll": steps.default_unroll(target.platform), **variant}
     # Only the dataset's size matters to a program compiled from shapes: no real array.
     images = np.broadcast_to(np.uint8(0), _dataset_shape(model, batch))
     engine, _ = _engine(model, batch, dtype, k, variant, mesh=mesh, images=images)

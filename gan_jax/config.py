@@ -24,9 +24,8 @@ def defaults() -> ml_collections.ConfigDict:
                      max_examples=0,  # 0: all (device pipeline only).
                      pipeline="device",  # device: held on the accelerator; streaming: grain.
                      augment="")  # DiffAugment ops for D's inputs, e.g. "color,translation,cutout".
-    # upsample (DCGAN's stride-2 layers): "auto" (phases on CPU, transpose elsewhere),
-    # "phases", "transpose" or "dilated"; see gan_jax.models.layers.UpConv. Checkpoints do
-    # not depend on it.
+    # upsample (DCGAN's stride-2 layers): "auto" (= "transpose"), "transpose", "phases" or
+    # "dilated"; see gan_jax.models.layers.UpConv. Checkpoints do not depend on it.
     # bn_grad (DCGAN's training BatchNorm): "autodiff" or "closed_form", a hand-written
     # gradient that compiles to fewer GPU kernels (gan_jax.models.batchnorm); same numbers.
     c.model = dict(name="mlp", z_dim=100, g_width=256, d_width=128, upsample="auto",

@@ -19,9 +19,9 @@ SHAPE = (28, 28, 1)
 TX = optax.adam(2e-4, b1=0.5)
 
 
-def _models(axis_name=None, bn_grad="autodiff", upsample="auto"):
+def _models(axis_name=None, bn_grad="autodiff"):
     return (dcgan.Generator(resolution=28, width=8, channels=1, z_dim=16, axis_name=axis_name,
-                            bn_grad=bn_grad, upsample=upsample),
+                            bn_grad=bn_grad),
             dcgan.Discriminator(resolution=28, width=8, axis_name=axis_name, bn_grad=bn_grad))
 
 
@@ -51,13 +51,10 @@ def single_device_run():
     return st
 
 
-# upsample="transpose" (the GPU's default; here the reference's is "phases"): its custom VJP
-# must shard like autodiff's gradients.
-@pytest.mark.parametrize("joint,bn_grad,upsample", [
-    (False, "autodiff", "auto"), (True, "autodiff", "auto"), (False, "closed_form", "auto"),
-    (False, "autodiff", "transpose")])
-def test_jit_sharded_step_matches_one_device(single_device_run, joint, bn_grad, upsample):
-    G, D = _models(bn_grad=bn_grad, upsample=upsample)
+@pytest.mark.parametrize("joint,bn_grad", [(False, "autodiff"), (True, "autodiff"),
+                                           (False, "closed_form")])
+def test_jit_sharded_step_matches_one_device(single_device_run, joint, bn_grad):
+    G, D = _models(bn_grad=bn_grad)
     mesh = parallel.make_mesh()
     st = parallel.create_state(_create(G, D), jax.random.PRNGKey(0), mesh)
     for leaf in jax.tree.leaves(st):  # Built in place, replicated: what the design says.
@@ -73,12 +70,10 @@ def test_jit_sharded_step_matches_one_device(single_device_run, joint, bn_grad, 
 
 
 # closed_form: BatchNorm's hand-written gradient must also take its means over every device.
-@pytest.mark.parametrize("joint,bn_grad,upsample", [
-    (False, "autodiff", "auto"), (True, "autodiff", "auto"), (True, "closed_form", "auto"),
-    (False, "autodiff", "transpose")])
-def test_pmap_step_with_synced_batchnorm_matches_one_device(single_device_run, joint, bn_grad,
-                                                            upsample):
-    G, D = _models(axis_name=parallel.AXIS, bn_grad=bn_grad, upsample=upsample)
+@pytest.mark.parametrize("joint,bn_grad", [(False, "autodiff"), (True, "autodiff"),
+                                           (True, "closed_form")])
+def test_pmap_step_with_synced_batchnorm_matches_one_device(single_device_run, joint, bn_grad):
+    G, D = _models(axis_name=parallel.AXIS, bn_grad=bn_grad)
     st = parallel.replicate(jax.jit(_create(*_models()))(jax.random.PRNGKey(0)))
     step = parallel.pmap_step(steps.make_train_step(G, D, n_dis=2, axis_name=parallel.AXIS,
                                                     d_joint_pass=joint))

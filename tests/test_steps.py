@@ -205,9 +205,9 @@ def test_reused_forward_equals_recomputed_forward(augment):
         steps.make_train_step(G, D, share_fake=True, n_dis=2)
 
 
-def test_gpu_upsampling_gives_the_same_training_as_the_cpu_one():
-    # GPUs run G's stride-2 layers as one transposed convolution, CPUs as four phase convs
-    # ("dilated" is the textbook form): the fast step must train the same model either way.
+def test_every_upsampling_form_gives_the_same_training():
+    # G's stride-2 layers as the default transposed conv (a custom VJP), as four phase
+    # convs, and in the textbook lhs-dilated form: one model, trained the same.
     def make(impl):
         return _create(0, dcgan.Generator(resolution=28, width=8, channels=1, z_dim=16,
                                           upsample=impl),

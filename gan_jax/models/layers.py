@@ -68,9 +68,10 @@ def upsample_phases(x_BHWC, kernel_44IO):
     """The same function as four stride-1 2x2 convs, one per output pixel phase.
 
     Output pixel (2p + a, 2q + b) only sees kernel taps K[a::2, b::2], applied to input
-    rows p-1..p (a = 0) or p..p+1 (a = 1), and likewise for columns. Same FLOPs, but every
+    rows p-1..p (a = 0) or p..p+1 (a = 1), and likewise for columns. Same FLOPs, and every
     gradient is a plain convolution: on XLA:CPU the kernel gradient of the dilated form
     is about 30x slower (1.2 s against 40 ms for a 7x7x128 -> 14x14x64 layer at batch 128).
+    It was the CPU's default until ``upsample_conv_transpose``, as fast or faster there.
     """
     rows = []
     for a in (0, 1):
@@ -85,18 +86,13 @@ def upsample_phases(x_BHWC, kernel_44IO):
     return y.reshape(n, 2 * h, 2 * w, c)
 
 
-def auto_upsample(platform: str) -> str:
-    """What UpConv's "auto" picks on a platform: phases on CPU, else the transposed conv."""
-    return "phases" if platform == "cpu" else "transpose"
-
-
 class UpConv(nn.Module):
     """A 4x4, stride-2 transposed convolution that doubles the side (no bias).
 
-    ``impl``: "transpose" (``upsample_conv_transpose``), "phases" (``upsample_phases``),
-    "dilated" (``upsample_dilated``), or "auto": phases on CPU, the transposed convolution
-    elsewhere. All compute the same function of the same (4, 4, in, out) kernel, so
-    checkpoints do not depend on the choice.
+    ``impl``: "transpose" (``upsample_conv_transpose``; also what "auto" picks, on every
+    platform), "phases" (``upsample_phases``) or "dilated" (``upsample_dilated``). All compute
+    the same function of the same (4, 4, in, out) kernel, so checkpoints do not depend on
+    the choice.
     """
     features: int
     kernel_init: Any = nn.initializers.normal(0.02)
@@ -109,9 +105,7 @@ class UpConv(nn.Module):
         kernel = self.param("kernel", self.kernel_init, (4, 4, x_BHWC.shape[-1], self.features),
                             self.param_dtype)
         x, kernel = x_BHWC.astype(self.dtype), kernel.astype(self.dtype)
-        impl = self.impl
-        if impl == "auto":
-            impl = auto_upsample(jax.default_backend())
+        impl = "transpose" if self.impl == "auto" else self.impl
         if impl == "phases":
             return upsample_phases(x, kernel)
         if impl == "transpose":
