@@ -53,7 +53,7 @@ def _sliced_params(comp: list[tuple]) -> dict[int, int]:
 
 
 def _conv_flops(rest: str, shapes: dict, args: list[str]) -> float:
-    target = re.search(r'custom_call_target="([^"]*)"', rest)
+    target = re.search(r'custom_call_target="([^"]*conv[^"]*)"', rest, re.IGNORECASE)
     window = re.search(r"window=\{size=([\dx]+)", rest)
     labels = re.search(r"dim_labels=(\w+)_(\w+)->(\w+)", rest)
     if not (target and window and labels) or len(args) < 2:
@@ -81,8 +81,7 @@ def kernel_cost(opcode: str, rest: str, comps: dict, shapes: dict) -> tuple[int,
     sliced = _sliced_params(comps.get(callee.group(1), [])) if callee else {}
     read = sum(sliced.get(i, nbytes(shapes.get(a, ""))) for i, a in enumerate(args))
     written = nbytes(rest.split(f" {opcode}(", 1)[0])
-    is_conv = opcode == "custom-call" and "conv" in rest.split("custom_call_target=", 1)[-1][:40]
-    return read + written, _conv_flops(rest, shapes, args) if is_conv else 0.0
+    return read + written, _conv_flops(rest, shapes, args) if opcode == "custom-call" else 0.0
 
 
 def floor_s(costs, bandwidth: float, peak_flops: float) -> float:
