@@ -259,6 +259,7 @@ def time_gan_jax(model: str, batch: int, dtype: str, k: int, *, windows: int = 5
            "process_peak_memory_bytes": _process_peak_memory(), "d_loss": last["d_loss"],
            "g_loss": last["g_loss"], "devices": engine.shards,
            "backend": jax.default_backend(), "ablation": tags, "profile": profile,
+           "kernels": profiling.kernel_census(engine.hlo_text()),
            "wall_s": time.perf_counter() - start, "profile_s": profile_s}
     out["mfu"] = step_flops / s / peak_flops if peak_flops else None
     return out

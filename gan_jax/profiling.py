@@ -187,11 +187,14 @@ def census_parts(row: dict) -> str:
 
 
 def roofline_table(rows: list[dict], bandwidth: float, peak_flops: float) -> str:
-    """``compile_only`` rows' step floors: each kernel its bytes at ``bandwidth`` or its
+    """Step floors of rows with a ``kernels`` census (``compile_only``'s, or timed ones,
+    then set against the measured step): each kernel its bytes at ``bandwidth`` or its
     convolution FLOPs at ``peak_flops``, whichever is longer, the work outside the step
     loop shared by the K steps; launch gaps, matmul FLOPs and caches not counted."""
+    measured = any("ms_per_step" in r for r in rows)
     head = ["batch", "K", "ablation", "kernels/step", "GB/step", "conv GFLOP/step",
-            "floor ms/step", "img/s at the floor"]
+            "floor ms/step", "img/s at the floor"] + (
+            ["measured ms/step", "floor / measured"] if measured else [])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         loop = census_step(r["kernels"])
@@ -203,7 +206,9 @@ def roofline_table(rows: list[dict], bandwidth: float, peak_flops: float) -> str
         lines.append("| " + " | ".join(map(str, [
             r["batch"], r["steps_per_dispatch"], " ".join(r["ablation"]) or "-", loop["total"],
             f"{per_step('bytes') / 1e9:.2f}", f"{per_step('conv_flops') / 1e9:.0f}",
-            f"{floor * 1e3:.2f}", f"{r['batch'] / floor:,.0f}"])) + " |")
+            f"{floor * 1e3:.2f}", f"{r['batch'] / floor:,.0f}",
+            *([f"{r['ms_per_step']:.2f}", f"{floor * 1e3 / r['ms_per_step']:.0%}"]
+              if measured else [])])) + " |")
     return "\n".join(lines)
 
 

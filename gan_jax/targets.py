@@ -43,6 +43,17 @@ def mesh(target_config: str, platform: str = "cuda"):
     return topologies.make_mesh(topo, (1,), (parallel.AXIS,))
 
 
+def device_bandwidth(device) -> float | None:
+    """A real GPU's memory bandwidth in bytes/s from its target description; None where
+    there is none (a CPU, or a jax without the accessor)."""
+    try:
+        from jax._src.lib import xla_client  # The description has no public accessor yet.
+        config = xla_client.get_topology_for_devices([device]).target_config
+        return memory_bandwidth(str(config))
+    except Exception:  # Only a GPU has one; the caller then leaves the floors out.
+        return None
+
+
 def save(path, devices) -> None:
     """Writes the target description of ``devices`` (real GPUs) for later `read`."""
     from jax._src.lib import xla_client  # The description has no public accessor yet.

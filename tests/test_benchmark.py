@@ -64,6 +64,10 @@ def test_benchmark_times_the_trainer_step_and_reports():
     torch_row = dict(row, framework="pytorch", setting="eager", img_per_s=row["img_per_s"] / 2)
     text = benchmark.table([row, torch_row])
     assert "| gan_jax | jit K=2 | dcgan28 | 8 | float32 |" in text and "| 2.00x |" in text
+    # The program's kernels too, for the floors a GPU run prints (a CPU has no bandwidth).
+    step = profiling.census_step(row["kernels"])
+    assert step["total"] > 10 and step["bytes"] > 8 * 28 * 28 * 4
+    assert targets.device_bandwidth(jax.devices()[0]) is None
 
 
 def test_pytorch_reference_runs_the_same_model():

@@ -203,3 +203,6 @@ def test_the_roofline_floor_takes_the_slower_of_bytes_and_flops():
     # Per trip 32 + 48 bytes (the fusion, the conv); outside, shared by the 2 steps, 48 (the
     # conv) and 20 (the other loop's sum): 80 / 48 + 68 / 48 / 2 s.
     assert line == "| 8 | 2 | - | 2 | 0.00 | 0 | 2375.00 | 3 |"
+    # A timed row is set against its floor.
+    line = profiling.roofline_table([dict(row, ms_per_step=4750.0)], 48.0, 1e9)
+    assert "| floor / measured |" in line and line.endswith("| 2375.00 | 3 | 4750.00 | 50% |")
