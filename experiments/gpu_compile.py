@@ -53,10 +53,9 @@ def main(argv):
               f"{profiling.census_table(rows)}\n")
         print("Kernels per step of the first setting, by part:\n\n"
               + profiling.census_parts(rows[0]))
-        print(f"\nRoofline floors ({targets.memory_bandwidth(target) / 1e12:.1f} TB/s, "
-              f"{_PEAK.value:.0f} TFLOP/s):\n\n"
-              + profiling.roofline_table(rows, targets.memory_bandwidth(target),
-                                         _PEAK.value * 1e12))
+        bandwidth = targets.memory_bandwidth(target)
+        print(f"\nRoofline floors ({bandwidth / 1e12:.1f} TB/s, {_PEAK.value:.0f} TFLOP/s):\n\n"
+              + profiling.roofline_table(rows, bandwidth, _PEAK.value * 1e12))
         if _OUT.value:
             logs.atomic_write_bytes(pathlib.Path(_OUT.value),
                                     json.dumps(rows, indent=2).encode())

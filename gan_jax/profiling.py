@@ -123,14 +123,15 @@ def kernel_census(hlo_text: str) -> dict:
     def census(comp):
         work = [(n, o, r) for n, o, r in comps.get(comp, ()) if o not in _NO_KERNEL]
         costs = [list(hlo_cost.kernel_cost(o, r, comps, shapes)) for _, o, r in work]
+        parts = [_part(ops[n]["source"]) for n, _, _ in work]
+        part_bytes = collections.Counter()
+        for part, (b, _) in zip(parts, costs):
+            part_bytes[part] += b
         return {"total": len(work),
                 "kinds": dict(collections.Counter(ops[n]["kind"] for n, _, _ in work)),
-                "parts": dict(collections.Counter(_part(ops[n]["source"]) for n, _, _ in work)),
+                "parts": dict(collections.Counter(parts)),
                 "bytes": sum(b for b, _ in costs), "conv_flops": sum(f for _, f in costs),
-                "part_bytes": dict(sum((collections.Counter({_part(ops[n]["source"]): b})
-                                        for (n, _, _), (b, _) in zip(work, costs)),
-                                       collections.Counter())),
-                "costs": costs}
+                "part_bytes": dict(part_bytes), "costs": costs}
 
     out = {"per_call": census(entry), "loops": []}
     todo = [entry]
@@ -157,6 +158,11 @@ def census_step(kernels: dict) -> dict:
     return max([*kernels["loops"], kernels["per_call"]], key=lambda part: part["total"])
 
 
+def _outside_step(kernels: dict, step: dict) -> list[dict]:
+    """The census parts other than ``step``: once per dispatch, not per step."""
+    return [x for x in (*kernels["loops"], kernels["per_call"]) if x is not step]
+
+
 def census_table(rows: list[dict]) -> str:
     """``benchmark.compile_only`` rows as a Markdown table of one step's kernels by kind."""
     head = ["batch", "dtype", "K", "ablation", "compile s", "mem GiB", "kernels/step",
@@ -166,8 +172,7 @@ def census_table(rows: list[dict]) -> str:
         loop = census_step(r["kernels"])
         kinds = loop["kinds"]
         other = loop["total"] - sum(kinds.get(k, 0) for k in CENSUS_KINDS)
-        outside = sum(x["total"] for x in r["kernels"]["loops"] if x is not loop)
-        outside += r["kernels"]["per_call"]["total"] if loop is not r["kernels"]["per_call"] else 0
+        outside = sum(x["total"] for x in _outside_step(r["kernels"], loop))
         mem = r["memory_bytes"]
         lines.append("| " + " | ".join(map(str, [
             r["batch"], r["dtype"], r["steps_per_dispatch"], " ".join(r["ablation"]) or "-",
@@ -198,7 +203,7 @@ def roofline_table(rows: list[dict], bandwidth: float, peak_flops: float) -> str
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         loop = census_step(r["kernels"])
-        rest = [x for x in (*r["kernels"]["loops"], r["kernels"]["per_call"]) if x is not loop]
+        rest = _outside_step(r["kernels"], loop)
         k = r["steps_per_dispatch"] if loop is not r["kernels"]["per_call"] else 1
         per_step = lambda key: loop[key] + sum(x[key] for x in rest) / k
         floor = hlo_cost.floor_s(loop["costs"], bandwidth, peak_flops) + sum(

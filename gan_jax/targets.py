@@ -47,16 +47,17 @@ def device_bandwidth(device) -> float | None:
     """A real GPU's memory bandwidth in bytes/s from its target description; None where
     there is none (a CPU, or a jax without the accessor)."""
     try:
-        from jax._src.lib import xla_client  # The description has no public accessor yet.
-        config = xla_client.get_topology_for_devices([device]).target_config
-        return memory_bandwidth(str(config))
+        return memory_bandwidth(_target_config([device]))
     except Exception:  # Only a GPU has one; the caller then leaves the floors out.
         return None
 
 
+def _target_config(devices) -> str:
+    from jax._src.lib import xla_client  # The description has no public accessor yet.
+    return str(xla_client.get_topology_for_devices(list(devices)).target_config)
+
+
 def save(path, devices) -> None:
     """Writes the target description of ``devices`` (real GPUs) for later `read`."""
-    from jax._src.lib import xla_client  # The description has no public accessor yet.
     from gan_jax.logs import atomic_write_bytes
-    config = xla_client.get_topology_for_devices(list(devices)).target_config
-    atomic_write_bytes(pathlib.Path(path), str(config).encode())
+    atomic_write_bytes(pathlib.Path(path), _target_config(devices).encode())
