@@ -1,3 +1,5 @@
+import types
+
 import jax
 import jax.numpy as jnp
 import pytest
@@ -84,6 +86,15 @@ def test_a_traced_program_is_split_into_kinds_of_work(tmp_path):
     assert all(r["calls_per_step"] == pytest.approx(1.0) for r in s["top"])
     text = profiling.table(s)
     assert "| convolution |" in text and "device busy" in text
+
+
+def test_a_thread_whose_ops_come_late_is_still_read():
+    # On the CPU an Eigen thread can log many threadpool events before its first op.
+    ev = lambda name, **stats: types.SimpleNamespace(name=name, stats=list(stats.items()))
+    late = types.SimpleNamespace(name="tf_XLAEigen/1", events=[ev("Threadpool")] * 60
+                                 + [ev("fusion.1", hlo_op="fusion.1")])
+    idle = types.SimpleNamespace(name="python", events=[ev("Threadpool")] * 60)
+    assert profiling._op_lines(types.SimpleNamespace(lines=[idle, late])) == [late]
 
 
 def test_capture_fails_clearly_without_a_trace(tmp_path, monkeypatch):
