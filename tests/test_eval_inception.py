@@ -128,3 +128,19 @@ def test_converter_without_pytorch_says_how_to_install(tmp_path, monkeypatch):
     with pytest.raises(iw.InceptionWeightsError, match=r'pip install "gan_jax\[torch\]"'):
         convert_inception.convert(pth, tmp_path / "out.npz")
     assert not os.path.exists(tmp_path / "out.npz")
+
+
+def test_converter_command_reports_a_missing_file_and_defines_no_flags_at_import(tmp_path):
+    import importlib
+    import subprocess
+
+    from absl import flags
+
+    importlib.import_module("gan_jax.eval.convert_inception")
+    assert "pth" not in flags.FLAGS and "out" not in flags.FLAGS
+    out = tmp_path / "out.npz"
+    proc = subprocess.run([sys.executable, "-m", "gan_jax.eval.convert_inception",
+                           f"--pth={tmp_path / 'missing.pth'}", f"--out={out}"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0 and "No file at" in proc.stderr and iw.PTH_URL in proc.stderr
+    assert not out.exists()

@@ -12,10 +12,6 @@ from gan_jax import files
 from gan_jax.errors import exit_on_error
 from gan_jax.eval import inception_weights as iw
 
-_PTH = flags.DEFINE_string("pth", None, f"pytorch-fid's {iw.PTH_NAME}.", required=True)
-_OUT = flags.DEFINE_string("out", None, "The .npz to write; default: the cache location.")
-
-
 def convert(pth, out) -> str:
     """Reads ``pth`` with PyTorch, checks every array against the Flax model, writes ``out``;
     returns the sha256 of ``out``."""
@@ -35,12 +31,16 @@ def convert(pth, out) -> str:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    out = _OUT.value or iw.default_path()
+    out = flags.FLAGS.out or iw.default_path()
     with exit_on_error():
-        digest = convert(_PTH.value, out)
+        digest = convert(flags.FLAGS.pth, out)
     print(f"wrote {out} (sha256 {digest}); use it with --inception_weights={out} or "
           f"{iw.ENV}={out}")
 
 
 if __name__ == "__main__":
+    # Defined here, not at import: the module is also a library (``convert``), and flags
+    # defined at import clash with any other entry point's in the same process.
+    flags.DEFINE_string("pth", None, f"pytorch-fid's {iw.PTH_NAME}.", required=True)
+    flags.DEFINE_string("out", None, "The .npz to write; default: the cache location.")
     app.run(main)
