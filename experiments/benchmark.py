@@ -261,7 +261,7 @@ def _main():
             print(f"\nWhere the time goes: {r['model']} batch {r['batch']} {r['dtype']} "
                   f"{r['setting']} (trace: {prof.get('trace', '-')})\n")
             print(f"profiling failed: {prof['error']}" if "error" in prof
-                  else profiling.table(prof))
+                  else profiling.table(prof, bandwidth, peak))
     _save(rows, meta, complete=True)
 
 

@@ -283,20 +283,28 @@ def _union_ns(spans) -> float:
 def summarize(xplane_path: str, hlo_text: str, *, steps: int, wall_s: float,
               top: int = 12) -> dict:
     """Time per step by kind of work and for the ``top`` heaviest ops, in ms, and the share
-    of the wall time during which the device ran any op."""
-    ops = hlo_ops(hlo_text)
+    of the wall time during which the device ran any op; with each op's bytes and
+    convolution FLOPs per call (``hlo_cost``), from which ``table`` gives the rates they
+    ran at."""
+    comps, _ = _computations(hlo_text)
+    ops = _ops(comps)
+    instr = {n: (o, r) for n, o, r in itertools.chain.from_iterable(comps.values())}
+    shapes = {n: op["shape"] for n, op in ops.items()}
     module = re.match(r"HloModule ([\w.\-]+)", hlo_text)
     times, busy_ns = op_times(xplane_path, module.group(1) if module else None)
     by_kind = collections.Counter()
+    kind_costs = collections.defaultdict(list)  # kind -> [(bytes, flops, calls)]
     rows = []
     for name, (ns, count) in times.items():
         info = ops.get(name, {"opcode": "?", "kind": "other", "source": "", "shape": ""})
         if info["kind"] == "control":
             continue
+        b, f = hlo_cost.kernel_cost(*instr[name], comps, shapes) if name in instr else (0, 0.0)
         by_kind[info["kind"]] += ns
+        kind_costs[info["kind"]].append((b, f, count / steps))
         rows.append({"op": name, "kind": info["kind"], "ms_per_step": ns / 1e6 / steps,
-                     "calls_per_step": count / steps, "shape": info["shape"],
-                     "source": info["source"]})
+                     "calls_per_step": count / steps, "bytes_per_call": b,
+                     "flops_per_call": f, "shape": info["shape"], "source": info["source"]})
     total = sum(by_kind.values())
     rows.sort(key=lambda r: -r["ms_per_step"])
     wall_ms = 1e3 * wall_s / steps
@@ -304,24 +312,56 @@ def summarize(xplane_path: str, hlo_text: str, *, steps: int, wall_s: float,
             "op_ms_per_step": total / 1e6 / steps, "busy_ms_per_step": busy_ns / 1e6 / steps,
             "busy_fraction": busy_ns / 1e9 / wall_s if wall_s else None,
             "kinds": [{"kind": k, "ms_per_step": by_kind[k] / 1e6 / steps,
-                       "share": by_kind[k] / total if total else 0.0}
+                       "share": by_kind[k] / total if total else 0.0,
+                       "bytes_per_step": sum(b * c for b, _, c in kind_costs[k]),
+                       "flops_per_step": sum(f * c for _, f, c in kind_costs[k]),
+                       "floor_costs": kind_costs[k]}
                       for k in KINDS if by_kind[k]],
             "top": rows[:top]}
 
 
-def table(summary: dict) -> str:
-    """The summary as two Markdown tables: kinds of work, then the heaviest ops."""
+def _num(x: float) -> str:
+    return f"{x:,.0f}" if x >= 100 else f"{x:.3g}"
+
+
+def _rates(ms: float, nbytes: float, flops: float, floor_s: float | None) -> list[str]:
+    """GB/s and TFLOP/s achieved, and the share of the roofline floor, as table cells."""
+    s = ms / 1e3
+    return ([_num(nbytes / s / 1e9) if s else "-", _num(flops / s / 1e12) if s and flops else "-"]
+            + ([f"{floor_s / s:.0%}" if s else "-"] if floor_s is not None else []))
+
+
+def table(summary: dict, bandwidth: float | None = None,
+          peak_flops: float | None = None) -> str:
+    """The summary as two Markdown tables: kinds of work, then the heaviest ops, each with
+    the GB/s and convolution TFLOP/s it ran at; given the device's ``bandwidth`` and
+    ``peak_flops``, also its roofline floor's share of its time (100%: at the roofline)."""
     s = summary
+    floors = bandwidth is not None and peak_flops is not None
+
+    def floor(costs):  # costs: [(bytes, flops, calls per step)]
+        if not floors:
+            return None
+        return sum(c * hlo_cost.floor_s([(b, f)], bandwidth, peak_flops) for b, f, c in costs)
+
+    extra = ["GB/s", "TFLOP/s"] + (["of its floor"] if floors else [])
     lines = [f"wall {s['wall_ms_per_step']:.3f} ms/step; ops {s['op_ms_per_step']:.3f} ms/step; "
              f"device busy {s['busy_ms_per_step']:.3f} ms/step"
              + (f" ({s['busy_fraction']:.0%} of the wall time)" if s["busy_fraction"] else ""),
-             "", "| kind | ms/step | share |", "|---|---|---|"]
-    lines += [f"| {k['kind']} | {k['ms_per_step']:.3f} | {k['share']:.1%} |" for k in s["kinds"]]
-    lines += ["", "| op | kind | ms/step | calls/step | output | from |",
-              "|---|---|---|---|---|---|"]
+             "", "| kind | ms/step | share | " + " | ".join(extra) + " |",
+             "|---|---|---|" + "---|" * len(extra)]
+    for k in s["kinds"]:
+        lines.append(f"| {k['kind']} | {k['ms_per_step']:.3f} | {k['share']:.1%} | " + " | ".join(
+            _rates(k["ms_per_step"], k["bytes_per_step"], k["flops_per_step"],
+                   floor(k["floor_costs"]))) + " |")
+    lines += ["", "| op | kind | ms/step | calls/step | " + " | ".join(extra)
+              + " | output | from |", "|---|---|---|---|" + "---|" * (len(extra) + 2)]
     for r in s["top"]:
         src = r["source"].split("/", 1)[-1][-70:]
         shape = re.sub(r"\{[^}]*\}", "", r["shape"])[:40]  # Layouts dropped: too long.
-        lines.append(f"| {r['op']} | {r['kind']} | {r['ms_per_step']:.3f} | "
-                     f"{r['calls_per_step']:g} | {shape} | {src} |")
+        c = r["calls_per_step"]
+        rates = _rates(r["ms_per_step"], r["bytes_per_call"] * c, r["flops_per_call"] * c,
+                       floor([(r["bytes_per_call"], r["flops_per_call"], c)]))
+        lines.append(f"| {r['op']} | {r['kind']} | {r['ms_per_step']:.3f} | {c:g} | "
+                     + " | ".join(rates) + f" | {shape} | {src} |")
     return "\n".join(lines)

@@ -77,15 +77,30 @@ def test_a_traced_program_is_split_into_kinds_of_work(tmp_path):
     jax.block_until_ready(compiled(x))
     path, wall = profiling.capture(lambda: [jax.block_until_ready(compiled(x))
                                             for _ in range(3)], str(tmp_path))
-    s = profiling.summarize(path, compiled.as_text(), steps=3, wall_s=wall)
+    s = profiling.summarize(path, compiled.as_text(), steps=3, wall_s=wall, top=50)
     kinds = {r["kind"]: r for r in s["kinds"]}
     assert {"convolution", "matmul"} <= set(kinds), s["kinds"]
     assert sum(r["share"] for r in s["kinds"]) == pytest.approx(1.0)
     assert s["op_ms_per_step"] > 0 and 0 < s["busy_ms_per_step"] <= s["op_ms_per_step"] + 1e-6
     assert s["top"][0]["ms_per_step"] >= s["top"][-1]["ms_per_step"]
     assert all(r["calls_per_step"] == pytest.approx(1.0) for r in s["top"])
+    conv = next(r for r in s["top"] if r["kind"] == "convolution")
+    assert conv["bytes_per_call"] == 4 * (2 * 8 * 32 * 32 * 16 + 3 * 3 * 16 * 16)
+    assert sum(k["bytes_per_step"] for k in s["kinds"]) == pytest.approx(
+        sum(r["bytes_per_call"] * r["calls_per_step"] for r in s["top"]))
     text = profiling.table(s)
-    assert "| convolution |" in text and "device busy" in text
+    assert "| convolution |" in text and "device busy" in text and "of its floor" not in text
+
+    def conv_row(table):
+        return next(ln.split(" | ") for ln in table.splitlines()
+                    if ln.startswith(f"| {conv['op']} |"))
+
+    gbps = conv["bytes_per_call"] / conv["ms_per_step"] / 1e6
+    assert float(conv_row(text)[4].replace(",", "")) == pytest.approx(gbps, rel=0.01)
+    assert conv_row(text)[5] == "-"  # XLA:CPU's convolutions are not costed in FLOPs.
+    # At the bandwidth the convolution ran at, it ran at its floor.
+    floored = profiling.table(s, bandwidth=gbps * 1e9, peak_flops=1e30)
+    assert conv_row(floored)[6] == "100%"
 
 
 def test_a_thread_whose_ops_come_late_is_still_read():
