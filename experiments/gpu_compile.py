@@ -5,12 +5,12 @@ XLA's memory figure), without running it:
   JAX_PLATFORMS=cpu python -m experiments.gpu_compile \
       [--target=experiments/gpu_targets/h200.textproto] [--batch_sizes=128,1024] \
       [--dtypes=bfloat16] [--steps_per_dispatch=10] [--ablate=d_joint_pass=1 ...] \
-      [--peak_tflops=790] [--out=F]
+      [--peak_tflops=790] [--top=20] [--out=F]
 
 At small batch a GPU step costs at least a few microseconds per kernel, so the count says
 where a step's floor is and what a change removes, before any GPU time is spent; at large
 batch the bytes and FLOPs do (the roofline table: the target's memory bandwidth and the
-given matmul peak). The
+given matmul peak; --top lists the kernels with the longest floors). The
 compile takes no autotuning (there is no device to time candidates on), so fusions match
 the GPU's but convolution algorithms may not. Needs jax >= 0.11 (Python >= 3.12) with its
 CUDA plugin: `pip install "jax[cuda13]"`; no GPU.
@@ -32,6 +32,8 @@ _KS = flags.DEFINE_list("steps_per_dispatch", ["10"], "Steps per jitted call.")
 _ABLATE = flags.DEFINE_multi_string("ablate", [], "Ablations (as experiments.benchmark's), "
                                     "each compiled at every setting besides the default.")
 _OUT = flags.DEFINE_string("out", None, "Also write the rows to this JSON file.")
+_TOP = flags.DEFINE_integer("top", 0, "Also list the first setting's kernels with the longest "
+                            "roofline floors, this many.")
 _PEAK = flags.DEFINE_float("peak_tflops", 790.0, "The GPU's bf16 matmul peak for the floors "
                            "(790: measured on an H200, ../shared/DESIGN.md).")
 
@@ -56,6 +58,11 @@ def main(argv):
         bandwidth = targets.memory_bandwidth(target)
         print(f"\nRoofline floors ({bandwidth / 1e12:.1f} TB/s, {_PEAK.value:.0f} TFLOP/s):\n\n"
               + profiling.roofline_table(rows, bandwidth, _PEAK.value * 1e12))
+        if _TOP.value:
+            print(f"\nThe {_TOP.value} kernels of the first setting's step with the longest "
+                  f"floors:\n\n"
+                  + profiling.top_kernels_table(rows[0], bandwidth, _PEAK.value * 1e12,
+                                                _TOP.value))
         if _OUT.value:
             logs.atomic_write_bytes(pathlib.Path(_OUT.value),
                                     json.dumps(rows, indent=2).encode())

@@ -110,6 +110,11 @@ def _part(source: str) -> str:
     return part + (" BatchNorm" if "BatchNorm" in source else "")
 
 
+def _short(source: str) -> str:
+    """A JAX op's name without the wrappers every op of a step has, cut to 80 characters."""
+    return re.sub(r"^jit\([^)]*\)/(while/body/)?(eval_jaxpr/)?", "", source)[-80:]
+
+
 def kernel_census(hlo_text: str) -> dict:
     """The work items a compiled program launches (fusions, convolutions, library calls):
     outside any loop ("per_call") and per trip of each loop, by kind and by part of the
@@ -131,7 +136,9 @@ def kernel_census(hlo_text: str) -> dict:
                 "kinds": dict(collections.Counter(ops[n]["kind"] for n, _, _ in work)),
                 "parts": dict(collections.Counter(parts)),
                 "bytes": sum(b for b, _ in costs), "conv_flops": sum(f for _, f in costs),
-                "part_bytes": dict(part_bytes), "costs": costs}
+                "part_bytes": dict(part_bytes), "costs": costs,
+                # Aligned with costs: name, kind and (the end of) the JAX op of each kernel.
+                "work": [[n, ops[n]["kind"], _short(ops[n]["source"])] for n, _, _ in work]}
 
     out = {"per_call": census(entry), "loops": []}
     todo = [entry]
@@ -214,6 +221,26 @@ def roofline_table(rows: list[dict], bandwidth: float, peak_flops: float) -> str
             f"{floor * 1e3:.2f}", f"{r['batch'] / floor:,.0f}",
             *([f"{r['ms_per_step']:.2f}", f"{floor * 1e3 / r['ms_per_step']:.0%}"]
               if measured else [])])) + " |")
+    return "\n".join(lines)
+
+
+def top_kernels_table(row: dict, bandwidth: float, peak_flops: float, n: int = 20) -> str:
+    """The ``n`` kernels of one step (of a row with a ``kernels`` census) with the longest
+    roofline floors, as a Markdown table: what a change must shrink to move the floor."""
+    step = census_step(row["kernels"])
+    floors = [(hlo_cost.floor_s([c], bandwidth, peak_flops), w, c)
+              for w, c in zip(step["work"], step["costs"])]
+    total = sum(f for f, _, _ in floors)
+    by_kind = collections.Counter()
+    for f, (_, kind, _), _ in floors:
+        by_kind[kind] += f
+    lines = ["The step's floor by kind: " + ", ".join(
+                 f"{k} {f * 1e3:.2f} ms ({f / total:.0%})" for k, f in by_kind.most_common()),
+             "", "| kernel | kind | MB | GFLOP | floor us | share of the step's floor | from |",
+             "|---|---|---|---|---|---|---|"]
+    for f, (name, kind, src), (b, fl) in sorted(floors, key=lambda x: -x[0])[:n]:
+        lines.append(f"| {name} | {kind} | {b / 1e6:.1f} | {fl / 1e9:.1f} | {f * 1e6:.1f} | "
+                     f"{f / total:.1%} | {src[-70:]} |")
     return "\n".join(lines)
 
 

@@ -172,6 +172,8 @@ def test_kernel_census_counts_work_outside_and_per_trip_of_each_loop():
     # f32[4] read twice and written once; no window, so no FLOPs counted.
     assert census["per_call"]["costs"] == [[48, 0.0]]
     assert census["per_call"]["part_bytes"] == {"Generator forward": 48}
+    assert census["per_call"]["work"] == [
+        ["conv.1", "convolution", "jvp(Generator)/UpConv_0/conv_general_dilated"]]
     outer, inner = census["loops"]
     # Tuples, parameters and the nested loop itself launch nothing; its body is a loop too.
     assert outer["while"] == "while.1" and outer["total"] == 2 and outer["condition"] == 1
@@ -232,3 +234,17 @@ def test_the_roofline_floor_takes_the_slower_of_bytes_and_flops():
     # A timed row is set against its floor.
     line = profiling.roofline_table([dict(row, ms_per_step=4750.0)], 48.0, 1e9)
     assert "| floor / measured |" in line and line.endswith("| 2375.00 | 3 | 4750.00 | 50% |")
+
+
+def test_the_kernels_with_the_longest_floors_come_first():
+    row = {"kernels": profiling.kernel_census(_COST_HLO)}
+    text = profiling.top_kernels_table(row, 1e9, 1e12, n=4)
+    assert text.startswith("The step's floor by kind: convolution 0.79 ms (100%), "
+                           "elementwise fusion 0.00 ms (0%)")
+    lines = text.splitlines()[4:]
+    cells = [ln.strip("| ").split(" | ") for ln in lines]
+    # Each convolution moves 262,144 bytes (262 us at 1 GB/s) and does 33.6 MFLOP (34 us).
+    assert {c[0] for c in cells[:3]} == {"up", "down", "dk"} and cells[3][0] == "take"
+    assert cells[0][1:6] == ["convolution", "0.3", "0.0", "262.1", "33.3%"]
+    assert cells[3][4:6] == ["0.1", "0.0%"]  # 84 bytes
+    assert len(profiling.top_kernels_table(row, 1e9, 1e12, n=2).splitlines()) == 6
