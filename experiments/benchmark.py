@@ -17,8 +17,8 @@ transposed convolution), "donate=0", "unroll=1",
 "data=sequential" (read the data in order: what the on-device
 shuffle costs), "shard_latents=0" (several devices: G's latent draw laid out by XLA, not
 like the real batch), or try one the default leaves off: "d_joint_pass=1" (D scores
-real and fake in one call) or "bn_grad=closed_form" (BatchNorm's hand-written
-gradient), joined by '+' for several, or "xla=FLAGS", which runs that
+real and fake in one call), "bn_grad=closed_form" (BatchNorm's hand-written
+gradient) or "norm_metrics=0" (no gradient or parameter norms among the metrics), joined by '+' for several, or "xla=FLAGS", which runs that
 setting again in a fresh process with FLAGS added to XLA_FLAGS. --profile traces one more
 window of the last listed dtype and K at every batch size with jax.profiler and prints
 where its time goes.

@@ -39,7 +39,8 @@ def make_step(config, G, D, axis_name: str | None = None, **options):
                                  ema_decay=config.ema.decay, ema_start=config.ema.start,
                                  d_penalty=d_penalty, augment=augment, axis_name=axis_name,
                                  share_fake=config.share_fake,
-                                 d_joint_pass=config.d_joint_pass, **options)
+                                 d_joint_pass=config.d_joint_pass,
+                                 **{"norms": config.norm_metrics, **options})
 
 
 def make_create(config, G, D, image_shape):

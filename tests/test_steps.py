@@ -1,11 +1,15 @@
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 import pytest
 
+from gan_jax import components
+from gan_jax import config as config_lib
 from gan_jax import state as state_lib
 from gan_jax import steps
+from gan_jax.errors import ConfigError
 from gan_jax.models import dcgan, mlp
 
 SHAPE = (28, 28, 1)
@@ -124,6 +128,27 @@ def test_metrics_and_donation():
         assert v.dtype == jnp.float32 and np.isfinite(float(v)), k
     assert 0 < float(m["d_real"]) < 1 and 0 < float(m["d_fake"]) < 1
     assert int(st.step) == 2
+
+
+def test_without_norm_metrics_the_step_drops_their_work_and_keeps_the_state():
+    G, D, st = _dcgan()
+    full, lean = (steps.make_train_step(G, D, share_fake=True, norms=n) for n in (True, False))
+    a, ma = _run(full, st, 2)
+    b, mb = _run(lean, _dcgan()[2], 2)
+    assert set(ma) - set(mb) == set(steps.NORM_METRICS) and set(mb) < set(ma)
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-6, atol=1e-7)
+    # The norms' reductions are gone from the compiled program, not computed and dropped.
+    reduces = [jax.jit(f).lower(st, _batch(8)).compile().as_text().count(" reduce(")
+               for f in (full, lean)]
+    assert reduces[1] < reduces[0], reduces
+    # The trainer's config reaches the step.
+    config = config_lib.validate(ml_collections.ConfigDict({"norm_metrics": False}))
+    _, m = jax.jit(components.make_step(config, G, D))(st, _batch(8))
+    assert not set(steps.NORM_METRICS) & set(m) and "d_loss" in m
+    config.checkpoint.best_metric = "d_grad_norm"
+    with pytest.raises(ConfigError, match="norm_metrics=False leaves"):
+        config_lib.validate(config)
 
 
 def test_n_dis_counts_updates_and_checks_batch():
