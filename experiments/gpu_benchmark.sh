@@ -3,9 +3,11 @@
 #  1. experiments.benchmark --preset=h200: DCGAN-64 at batch 128 and 1024, float32 and
 #     bfloat16, 1 and 10 steps per dispatch; PyTorch eager fp32, eager bf16 channels_last,
 #     torch.compile bf16; a jax.profiler breakdown of the default bf16 K=10 step at each
-#     batch; ablations at batch 1024, then 128 (G forward recomputed, phase upsampling,
-#     data read in order instead of shuffled on the device, D on real and fake in one
-#     call, no XLA autotuning, loops in CUDA graphs). The bf16 K=10 step and PyTorch run
+#     batch; ablations at batch 1024, then 128 (gan_jax.benchmark.PRESETS, in this order:
+#     the textbook transposed convolution, D on real and fake in one call, BatchNorm's
+#     hand-written gradient, no norms among the metrics, the joint call with that gradient, data
+#     read in order instead of shuffled on the device, phase upsampling, no XLA
+#     autotuning, loops in CUDA graphs, G forward recomputed). The bf16 K=10 step and PyTorch run
 #     first; the other settings and the ablations are skipped where they would overrun
 #     210 s (--time_budget_s).
 #  2. experiments.eval_benchmark: the FID Inception's img/s at batch 500, float32 and
