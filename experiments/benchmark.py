@@ -38,7 +38,7 @@ import jax
 from absl import app, flags
 
 from experiments import cli
-from gan_jax import benchmark, errors, logs, profiling, targets
+from gan_jax import benchmark, census, errors, logs, profiling, targets
 from gan_jax.models.registry import DTYPES
 
 _MODELS = flags.DEFINE_list("models", ["dcgan64"], "Benchmark models.")
@@ -253,7 +253,7 @@ def _main():
     if bandwidth:
         print(f"\nThe steps against their roofline floors ({bandwidth / 1e12:.1f} TB/s, "
               f"{peak / 1e12:.0f} TFLOP/s; gan_jax/hlo_cost.py):\n")
-        print(profiling.roofline_table([r for r in rows if r.get("kernels")], bandwidth,
+        print(census.roofline_table([r for r in rows if r.get("kernels")], bandwidth,
                                        peak))
     for r in rows:
         prof = r.get("profile")

@@ -21,7 +21,7 @@ import pathlib
 from absl import app, flags
 
 from experiments import cli
-from gan_jax import benchmark, logs, profiling, targets
+from gan_jax import benchmark, census, logs, targets
 
 _TARGET = flags.DEFINE_string("target", "experiments/gpu_targets/h200.textproto",
                               "The GPU's target description (text proto).")
@@ -50,18 +50,18 @@ def main(argv):
                     for v in variants:
                         rows.append(benchmark.compile_only(_MODEL.value, batch, dtype, k, mesh,
                                                            **v))
-                        print(profiling.census_table(rows[-1:]).splitlines()[-1], flush=True)
+                        print(census.table(rows[-1:]).splitlines()[-1], flush=True)
         print(f"\n# {rows[0]['device_kind']} (compile-only), {_MODEL.value}\n\n"
-              f"{profiling.census_table(rows)}\n")
+              f"{census.table(rows)}\n")
         print("Kernels per step of the first setting, by part:\n\n"
-              + profiling.census_parts(rows[0]))
+              + census.parts_table(rows[0]))
         bandwidth = targets.memory_bandwidth(target)
         print(f"\nRoofline floors ({bandwidth / 1e12:.1f} TB/s, {_PEAK.value:.0f} TFLOP/s):\n\n"
-              + profiling.roofline_table(rows, bandwidth, _PEAK.value * 1e12))
+              + census.roofline_table(rows, bandwidth, _PEAK.value * 1e12))
         if _TOP.value:
             print(f"\nThe {_TOP.value} kernels of the first setting's step with the longest "
                   f"floors:\n\n"
-                  + profiling.top_kernels_table(rows[0], bandwidth, _PEAK.value * 1e12,
+                  + census.top_kernels_table(rows[0], bandwidth, _PEAK.value * 1e12,
                                                 _TOP.value))
         if _OUT.value:
             logs.atomic_write_bytes(pathlib.Path(_OUT.value),

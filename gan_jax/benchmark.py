@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gan_jax import config as config_lib
-from gan_jax import flops, models, profiling, steps
+from gan_jax import census, flops, models, profiling, steps
 from gan_jax.data.device import ORDERS
 from gan_jax.engine import Engine
 from gan_jax.errors import ConfigError
@@ -190,7 +190,7 @@ def _tags(v: dict) -> list[str]:
 def compile_only(model: str, batch: int, dtype: str, k: int, mesh, **variant) -> dict:
     """Compiles the setting's K-step program for the devices of ``mesh`` (compile-only ones
     too: ``gan_jax.targets``) without running it; returns the compile time, XLA's memory
-    figure and the program's kernels (``profiling.kernel_census``)."""
+    figure and the program's kernels (``census.take``)."""
     tags = _tags({**DEFAULTS, **variant})
     target = mesh.devices.flat[0]
     # unroll=None picks by this process's backend; the program is for the target's.
@@ -204,7 +204,7 @@ def compile_only(model: str, batch: int, dtype: str, k: int, mesh, **variant) ->
             "ablation": tags, "compile_s": time.perf_counter() - t,
             "memory_bytes": engine.program_bytes(), "platform": target.platform,
             "device_kind": target.device_kind,
-            "kernels": profiling.kernel_census(engine.hlo_text())}
+            "kernels": census.take(engine.hlo_text())}
 
 
 def time_gan_jax(model: str, batch: int, dtype: str, k: int, *, windows: int = 5,
@@ -264,7 +264,7 @@ def time_gan_jax(model: str, batch: int, dtype: str, k: int, *, windows: int = 5
            "process_peak_memory_bytes": _process_peak_memory(), "d_loss": last["d_loss"],
            "g_loss": last["g_loss"], "devices": engine.shards,
            "backend": jax.default_backend(), "ablation": tags, "profile": profile,
-           "kernels": profiling.kernel_census(engine.hlo_text()),
+           "kernels": census.take(engine.hlo_text()),
            "wall_s": time.perf_counter() - start, "profile_s": profile_s}
     out["mfu"] = step_flops / s / peak_flops if peak_flops else None
     return out

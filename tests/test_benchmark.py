@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gan_jax import benchmark, flops, models, parallel, profiling, targets
+from gan_jax import benchmark, census, flops, models, parallel, targets
 from gan_jax.engine import Engine
 from gan_jax.errors import ConfigError
 from gan_jax.models import dcgan, layers
@@ -65,7 +65,7 @@ def test_benchmark_times_the_trainer_step_and_reports():
     text = benchmark.table([row, torch_row])
     assert "| gan_jax | jit K=2 | dcgan28 | 8 | float32 |" in text and "| 2.00x |" in text
     # The program's kernels too, for the floors a GPU run prints (a CPU has no bandwidth).
-    step = profiling.census_step(row["kernels"])
+    step = census.step_of(row["kernels"])
     assert step["total"] > 10 and step["bytes"] > 8 * 28 * 28 * 4
     assert targets.device_bandwidth(jax.devices()[0]) is None
 
@@ -194,7 +194,7 @@ def test_compile_only_counts_the_kernels_of_one_step_and_labels_the_setting():
     row = benchmark.compile_only("dcgan28", 8, "float32", 3, mesh, unroll=False,
                                  d_joint_pass=True)
     assert row["ablation"] == ["unroll=0", "d_joint_pass=1"] and row["platform"] == "cpu"
-    loop = profiling.census_step(row["kernels"])
+    loop = census.step_of(row["kernels"])
     # The K steps are one loop; its body holds one step: D's and G's convolutions, forward
     # and backward, and the optimizers' work.
     assert loop in row["kernels"]["loops"] and loop["kinds"]["convolution"] >= 4
@@ -203,9 +203,9 @@ def test_compile_only_counts_the_kernels_of_one_step_and_labels_the_setting():
     assert sum(loop["parts"].values()) == loop["total"] == sum(loop["kinds"].values())
     # With K=1 there is no step loop: the step is the whole program.
     one = benchmark.compile_only("dcgan28", 8, "float32", 1, mesh)
-    assert profiling.census_step(one["kernels"]) is one["kernels"]["per_call"]
+    assert census.step_of(one["kernels"]) is one["kernels"]["per_call"]
     assert one["kernels"]["per_call"]["kinds"]["convolution"] >= 4
-    line = profiling.census_table([row]).splitlines()[-1]
+    line = census.table([row]).splitlines()[-1]
     assert line.startswith("| 8 | float32 | 3 | unroll=0 d_joint_pass=1 |")
     assert f"| {loop['total']} | {loop['kinds']['convolution']} |" in line
 
