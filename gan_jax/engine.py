@@ -171,6 +171,10 @@ class Engine:
         """The compiled K-step program as optimized HLO (what a profile's op names refer to)."""
         return self._run.as_text()
 
+    def metric_names(self) -> tuple[str, ...]:
+        """The names of the metrics the compiled step returns."""
+        return tuple(self._run.out_info[1])
+
     def cost_analysis(self) -> dict:
         """XLA's estimate for the compiled K-step program on one device ("flops", "bytes
         accessed", ...). GPU backends leave cuDNN convolutions out of "flops"."""

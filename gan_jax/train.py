@@ -18,7 +18,7 @@ from gan_jax import state as state_lib
 from gan_jax.checkpoint import CheckpointError, Checkpointer
 from gan_jax.data import sources
 from gan_jax.engine import Engine
-from gan_jax.errors import DivergenceError, WorkdirError
+from gan_jax.errors import ConfigError, DivergenceError, WorkdirError
 
 
 def check_workdir(workdir: pathlib.Path, config) -> None:
@@ -190,6 +190,7 @@ def train_and_evaluate(config, workdir) -> dict:
         t = time.time()
         engine.compile(state)
         compile_s = time.time() - t
+        _check_best_metric(config, engine.metric_names())
     except BaseException:
         ckpt.close()
         engine.close()
@@ -302,6 +303,20 @@ def train_and_evaluate(config, workdir) -> dict:
              f"({summary['steps_per_s']:,.1f} steps/s in the loop); final grid "
              f"{workdir / 'samples' / 'final.png'}")
     return summary
+
+
+def _check_best_metric(config, step_metrics) -> None:
+    """A ``checkpoint.best_metric`` the run never logs would keep no best checkpoint, silently:
+    refused before the first step."""
+    best = config.checkpoint.best_metric
+    logged = set(step_metrics)
+    if config.eval.every:
+        from gan_jax.eval.evaluate import fields
+        logged |= set(fields(config.eval.metrics))
+    if best and best not in logged:
+        raise ConfigError(f"Config key 'checkpoint.best_metric' is {best!r}, which this run "
+                          f"does not log; it logs {', '.join(sorted(logged))} (the eval "
+                          f"metrics only with eval.every > 0).")
 
 
 def _evaluate(evaluator, engine, state, step, writer) -> dict:

@@ -8,7 +8,7 @@ from PIL import Image
 
 from gan_jax import train
 from gan_jax.data.sources import DatasetError
-from gan_jax.errors import DivergenceError, WorkdirError
+from gan_jax.errors import ConfigError, DivergenceError, WorkdirError
 from tests.helpers import load_config, run_module
 
 
@@ -51,6 +51,18 @@ def test_smoke_run_writes_every_artefact(repo_root, mnist_dir, tmp_path):
     tags = {v.tag for e in events for v in e.summary.value}
     assert {"d_loss", "g_loss", "images_per_s", "samples/ema", "samples/raw"} <= tags
     assert json.loads((tmp_path / "summary.json").read_text())["steps"] == 40
+
+
+def test_a_best_metric_the_run_does_not_log_is_refused_before_training(repo_root, mnist_dir,
+                                                                       tmp_path):
+    c = _config(repo_root)
+    c.dataset.data_dir = mnist_dir
+    c.checkpoint.best_metric = "fid"  # With eval.every = 0 no FID is ever logged.
+    with pytest.raises(ConfigError, match=r"'fid', which this run does not log; it logs "
+                                          r"d_adv_loss, d_fake, d_grad_norm, d_loss"):
+        train.train_and_evaluate(c, tmp_path)
+    assert not (tmp_path / "config.json").exists()
+    assert not (tmp_path / "metrics.jsonl").exists()
 
 
 def test_workdir_with_other_config_is_refused(repo_root, mnist_dir, tmp_path):

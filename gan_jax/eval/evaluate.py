@@ -121,6 +121,11 @@ _FIELDS = {"fid": ("fid",), "kid": ("kid", "kid_std"), "is": ("is", "is_std"),
            "pr": ("precision", "recall"), "dc": ("density", "coverage")}
 
 
+def fields(metrics) -> tuple[str, ...]:
+    """The values the metrics give, e.g. "fid,kid" -> ("fid", "kid", "kid_std")."""
+    return tuple(k for m in parse_metrics(metrics) for k in _FIELDS[m])
+
+
 def records(result: dict, metrics, **context) -> list[dict]:
     """One JSON-ready record per metric: the time, context (step, ...), the metric's values
     and the provenance."""
