@@ -81,7 +81,9 @@ def _straight(c, workdir):
 
 
 @pytest.mark.parametrize("name,steps,layout", [
-    ("mnist_mlp", 100, {}), ("mnist_dcgan", 60, {}),
+    # The device-resident data's position (the MLP's plain case was dropped to keep CI under
+    # its time limit: the same code path as this one; SIGKILL below runs the MLP on it).
+    ("mnist_dcgan", 60, {}),
     # The grain iterator's position and on-device augmentation.
     ("mnist_mlp", 100, {"dataset.pipeline": "streaming", "dataset.augment": "color,cutout"})])
 def test_sigterm_then_resume_is_bit_identical(name, steps, layout, mnist_dir, tmp_path):
