@@ -18,7 +18,8 @@ transposed convolution), "donate=0", "unroll=1",
 shuffle costs), "shard_latents=0" (several devices: G's latent draw laid out by XLA, not
 like the real batch), or try one the default leaves off: "d_joint_pass=1" (D scores
 real and fake in one call), "bn_grad=closed_form" (BatchNorm's hand-written
-gradient) or "norm_metrics=0" (no gradient or parameter norms among the metrics), joined by '+' for several, or "xla=FLAGS", which runs that
+gradient) or "norm_metrics=0" (no gradient or parameter norms among the metrics),
+joined by '+' for several, or "xla=FLAGS", which runs that
 setting again in a fresh process with FLAGS added to XLA_FLAGS. --profile traces one more
 window of the last listed dtype and K at every batch size with jax.profiler and prints
 where its time goes.
@@ -253,8 +254,7 @@ def _main():
     if bandwidth:
         print(f"\nThe steps against their roofline floors ({bandwidth / 1e12:.1f} TB/s, "
               f"{peak / 1e12:.0f} TFLOP/s; gan_jax/hlo_cost.py):\n")
-        print(census.roofline_table([r for r in rows if r.get("kernels")], bandwidth,
-                                       peak))
+        print(census.roofline_table([r for r in rows if r.get("kernels")], bandwidth, peak))
     for r in rows:
         prof = r.get("profile")
         if prof:

@@ -62,7 +62,7 @@ def main(argv):
             print(f"\nThe {_TOP.value} kernels of the first setting's step with the longest "
                   f"floors:\n\n"
                   + census.top_kernels_table(rows[0], bandwidth, _PEAK.value * 1e12,
-                                                _TOP.value))
+                                             _TOP.value))
         if _OUT.value:
             logs.atomic_write_bytes(pathlib.Path(_OUT.value),
                                     json.dumps(rows, indent=2).encode())

@@ -67,7 +67,7 @@ def take(hlo_text: str) -> dict:
 
 # The kinds a census table has a column for (the rest count as "other").
 TABLE_KINDS = ("convolution", "matmul", "reduction fusion", "elementwise fusion",
-                "copy/transpose")
+               "copy/transpose")
 
 
 def step_of(kernels: dict) -> dict:
