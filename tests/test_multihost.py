@@ -50,8 +50,14 @@ def test_two_processes_match_one_process_of_four(mnist_dir, tmp_path, monkeypatc
 
     one, two = _restore(tmp_path / "one", c), _restore(tmp_path / "two", c)
     assert int(one.step) == int(two.step) == 20
+    # Across processes the gradients are all-reduced in another order than within one. Adam
+    # divides by sqrt(v), so where a gradient is near zero a rounding-level difference moves a
+    # parameter by a fraction of one step: 1.2e-5 after 20 steps at lr 2e-4 on an AMD EPYC
+    # here (rtol 1e-4, atol 1e-5 failed there, always). A wrong data split or a missing
+    # all-reduce moves most parameters by whole steps.
+    atol = c.optimizer.g.learning_rate / 4
     for x, y in zip(jax.tree.leaves(one), jax.tree.leaves(two), strict=True):
-        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=0, atol=atol)
     lines = [json.loads(s) for s in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in lines] == [10, 20]
     assert len(os.listdir(tmp_path / "two" / "tensorboard")) == 1
