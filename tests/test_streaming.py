@@ -91,21 +91,32 @@ def test_diffaugment_ops():
     key = jax.random.PRNGKey(1)
     t = augment.translation(x, key)
     # Each image moved by an integer shift of at most 2 pixels (1/8 of 16), zeros filled in.
+    shifts = []
     for i in range(8):
-        found = False
+        found = []
         for dy in range(-2, 3):
             for dx in range(-2, 3):
                 shifted = np.roll(np.asarray(x[i]), (dy, dx), axis=(0, 1))
                 ys = slice(max(dy, 0), 16 + min(dy, 0))
                 xs = slice(max(dx, 0), 16 + min(dx, 0))
                 if np.allclose(np.asarray(t[i])[ys, xs], shifted[ys, xs]):
-                    found = True
-        assert found, i
+                    found.append((dy, dx))
+        assert len(found) == 1, (i, found)
+        shifts += found
+    # Drawn per image and per axis, not one shift for all or the same along both axes.
+    assert len(set(shifts)) > 1 and any(dy != dx for dy, dx in shifts), shifts
     c = np.asarray(augment.cutout(x, key))
-    zero_frac = (c == 0).all(axis=-1).mean(axis=(1, 2))
+    zeros = (c == 0).all(axis=-1)
+    zero_frac = zeros.mean(axis=(1, 2))
     assert np.all(zero_frac > 0.05) and np.all(zero_frac <= 0.25 + 1e-6)
+    rows, cols = zeros.any(axis=2), zeros.any(axis=1)
+    first = lambda m: [int(np.argmax(r)) for r in m]
+    assert len(set(first(rows))) > 1 and first(rows) != first(cols)  # Centres drawn per image.
     col = augment.color(x, key)
     assert col.shape == x.shape and not np.allclose(col, x)
+    # Brightness, saturation and contrast drawn separately: their effects are not one factor.
+    means, spreads = col.mean(axis=(1, 2, 3)), col.std(axis=(1, 2, 3)) / x.std(axis=(1, 2, 3))
+    assert np.corrcoef(means, spreads)[0, 1] < 0.99
     aug = augment.make("color,translation,cutout")
     g = jax.grad(lambda x: jnp.sum(aug(x, key) ** 2))(x)
     assert float(jnp.abs(g).sum()) > 0  # Differentiable: G learns through it.

