@@ -29,9 +29,15 @@ def test_mnist_through_tfds(mnist_dir):
 def test_mnist_pixels_are_exact_bytes():
     arrays = mnist_offline.read_arrays(mnist_offline.wheel_path())
     x = arrays["train"][0]
-    # k/256 storage: every stored value came from a byte, so rounding recovers it exactly.
     assert x.dtype == np.uint8 and x.reshape(-1).max() == 255
     assert np.bincount(x.reshape(-1), minlength=256)[0] > 0.8 * x.size
+    # k/256 storage: each byte over 256 is the stored value, exactly; train is train + valid.
+    train, valid, test = mnist_offline.read_pickle(mnist_offline.wheel_path())
+    stored = np.concatenate([train[0], valid[0]]).reshape(x.shape)
+    np.testing.assert_array_equal(x / np.float32(256), stored)
+    np.testing.assert_array_equal(arrays["test"][0] / np.float32(256),
+                                  test[0].reshape(-1, 28, 28, 1))
+    np.testing.assert_array_equal(arrays["train"][1], np.concatenate([train[1], valid[1]]))
 
 
 def test_bad_wheel_is_rejected(tmp_path, monkeypatch):

