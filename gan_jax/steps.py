@@ -260,8 +260,9 @@ def make_train_step(G, D, *, loss="non_saturating", n_dis: int = 1, ema_decay: f
             state, d_metrics = d_step(state, real, d_keys[0])
         else:
             reals = jnp.swapaxes(real.reshape(b, n_dis, *real.shape[1:]), 0, 1)
-            state, d_metrics = jax.lax.scan(lambda s, xk: d_step(s, *xk), state,
-                                            (reals, d_keys), unroll=_unroll(None))
+            # Packed as the K-step loop's are: one metrics write per D update, not one each.
+            state, d_metrics = _scan(lambda s, xk: d_step(s, *xk), state, (reals, d_keys),
+                                     n_dis, None)
             d_metrics = jax.tree.map(jnp.mean, d_metrics)
         if not share_fake:
             state, g_metrics = g_update(state, b, g_key, G=G, z_sharding=batch_sharding, **g_kw)

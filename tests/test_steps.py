@@ -5,7 +5,7 @@ import numpy as np
 import optax
 import pytest
 
-from gan_jax import components
+from gan_jax import components, losses
 from gan_jax import config as config_lib
 from gan_jax import state as state_lib
 from gan_jax import steps
@@ -158,6 +158,23 @@ def test_n_dis_counts_updates_and_checks_batch():
     assert int(st.d_opt_state[0].count) == 6 and int(st.g_opt_state[0].count) == 2
     with pytest.raises(ValueError, match="n_dis"):
         jax.jit(step)(st, _batch(10))
+    # D's metrics are the means over its updates, each under its own name: D update i takes
+    # rows i, i + 3, ... and the i-th of the step's D keys.
+    _, m = jax.jit(step)(st, _batch(12, 5))
+    d, real = st, steps.to_float_images(_batch(12, 5))
+    keys = jax.random.split(jax.random.fold_in(jax.random.fold_in(st.rng, st.step), 0), 3)
+    per_update = []
+    for i in range(3):
+        d, mi = jax.jit(lambda s, x, k: steps.d_update(
+            s, x, k, G=G, D=D, loss=losses.get("non_saturating")))(d, real[i::3], keys[i])
+        per_update.append(mi)
+    for name in per_update[0]:
+        np.testing.assert_allclose(m[name], np.mean([x[name] for x in per_update]), rtol=1e-5,
+                                   err_msg=name)
+    # The loop over D's updates stores them as one [n_dis, M] array (one write per trip).
+    scans = [e for e in jax.make_jaxpr(step)(st, _batch(12)).eqns if e.primitive.name == "scan"]
+    shapes = [v.aval.shape for v in scans[0].outvars]
+    assert len(scans) == 1 and shapes.count((3, len(per_update[0]))) == 1 and (3,) not in shapes
 
 
 def test_ema():
