@@ -8,6 +8,10 @@ import sys
 import jax
 import numpy as np
 
+from gan_jax import components, models
+from gan_jax import config as config_lib
+from gan_jax.checkpoint import Checkpointer
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
@@ -39,3 +43,15 @@ def assert_trees_equal(a, b):
     assert len(la) == len(lb)
     for x, y in zip(la, lb):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def restore(workdir, config, step=None):
+    """(state, run info) of an MNIST run's checkpoint: the latest, or the one at ``step``."""
+    config = config_lib.validate(config)
+    G, D = models.build(config.model, (28, 28, 1), config.dtype)
+    create = jax.jit(components.make_create(config, G, D, (28, 28, 1)))
+    ckpt = Checkpointer(workdir / "checkpoints", read_only=True)
+    try:
+        return ckpt.restore(create(jax.random.PRNGKey(1)), step)
+    finally:
+        ckpt.close()

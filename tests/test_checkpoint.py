@@ -12,7 +12,7 @@ from gan_jax import config as config_lib
 from gan_jax import components, models, sampling, train
 from gan_jax.checkpoint import CheckpointError, Checkpointer
 from gan_jax.errors import DivergenceError, WorkdirError
-from tests.helpers import assert_trees_equal, load_config, run_module, start_module
+from tests.helpers import assert_trees_equal, load_config, restore, run_module, start_module
 
 
 def _config(data_dir, name="mnist_mlp", **overrides):
@@ -33,17 +33,6 @@ def _flags(config, name="mnist_mlp"):
     want = config_lib.flatten(config_lib.to_dict(config))
     return [f"--config=experiments/configs/{name}.py:smoke"] + [
         f"--config.{k}={v}" for k, v in want.items() if base[k] != v]
-
-
-def _restore(workdir, config, step=None):
-    config = config_lib.validate(config)
-    G, D = models.build(config.model, (28, 28, 1), config.dtype)
-    create = jax.jit(components.make_create(config, G, D, (28, 28, 1)))
-    ckpt = Checkpointer(workdir / "checkpoints", read_only=True)
-    try:
-        return ckpt.restore(create(jax.random.PRNGKey(1)), step)
-    finally:
-        ckpt.close()
 
 
 def _steps(directory):
@@ -104,8 +93,8 @@ def test_sigterm_then_resume_is_bit_identical(name, steps, layout, mnist_dir, tm
 
     resumed = train.train_and_evaluate(c, run)
     assert resumed["resumed_from"] == summary["steps"] and resumed["steps"] == steps
-    a, _ = _restore(tmp_path / "straight", c)
-    b, _ = _restore(run, c)
+    a, _ = restore(tmp_path / "straight", c)
+    b, _ = restore(run, c)
     assert int(a.step) == int(b.step) == steps
     assert_trees_equal(a, b)  # Params, BatchNorm statistics, both Adam states, EMA, RNG.
     # The log of the resumed run reads as one run: each step once, with the same values.
@@ -126,7 +115,7 @@ def test_sigkill_between_checkpoints_then_resume(mnist_dir, tmp_path):
     assert last < 100
     assert train.train_and_evaluate(c, run)["resumed_from"] == last
     assert not [p for p in (run / "checkpoints").iterdir() if "tmp" in p.name]
-    assert_trees_equal(_restore(tmp_path / "straight", c)[0], _restore(run, c)[0])
+    assert_trees_equal(restore(tmp_path / "straight", c)[0], restore(run, c)[0])
 
 
 def test_half_written_checkpoint_is_ignored(mnist_dir, tmp_path):
@@ -143,7 +132,7 @@ def test_half_written_checkpoint_is_ignored(mnist_dir, tmp_path):
     assert ckpt.latest_step() == 40
     ckpt.close()
     assert not partial.exists()
-    state, _ = _restore(tmp_path, c)
+    state, _ = restore(tmp_path, c)
     assert int(state.step) == 40
 
 
@@ -179,7 +168,7 @@ def test_nan_stops_and_keeps_last_good_checkpoint(mnist_dir, tmp_path, monkeypat
     with pytest.raises(DivergenceError, match=r"^Step 27: \w+ is nan"):
         train.train_and_evaluate(c, tmp_path)
     assert _steps(tmp_path / "checkpoints") == [20]
-    state, _ = _restore(tmp_path, c)
+    state, _ = restore(tmp_path, c)
     assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state))
 
 
@@ -190,7 +179,7 @@ def test_nan_rollback_continues_with_fresh_key(mnist_dir, tmp_path, monkeypatch)
     assert summary["rollbacks"] == 1 and summary["steps"] == 40
     events = [m for m in _metric_lines(tmp_path) if m.get("event") == "rollback"]
     assert len(events) == 1 and events[0]["step"] == 20 and "Step 27" in events[0]["reason"]
-    state, _ = _restore(tmp_path, c)
+    state, _ = restore(tmp_path, c)
     assert not np.array_equal(np.asarray(state.rng), np.asarray(_first_rng()))
     assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state))
 

@@ -8,27 +8,14 @@ import socket
 import jax
 import numpy as np
 
-from gan_jax import components, models, train
-from gan_jax import config as config_lib
-from gan_jax.checkpoint import Checkpointer
-from tests.helpers import load_config, start_module
+from gan_jax import train
+from tests.helpers import load_config, restore, start_module
 
 
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _restore(workdir, config, step=None):
-    config = config_lib.validate(config)
-    G, D = models.build(config.model, (28, 28, 1), config.dtype)
-    create = jax.jit(components.make_create(config, G, D, (28, 28, 1)))
-    ckpt = Checkpointer(workdir / "checkpoints", read_only=True)
-    try:
-        return ckpt.restore(create(jax.random.PRNGKey(1)), step)[0]
-    finally:
-        ckpt.close()
 
 
 def _metrics(workdir) -> dict[int, dict]:
@@ -46,7 +33,7 @@ def _assert_same_dispatch(a_dir, b_dir, step, config):
     20, Adam's moments 2e-2, with each step's losses still equal to 4 digits. So states are
     compared one dispatch after the same state, where a wrong data split or a missing
     all-reduce changes the dispatch's losses in their second or third digit."""
-    a, b = _restore(a_dir, config, step), _restore(b_dir, config, step)
+    a, b = restore(a_dir, config, step)[0], restore(b_dir, config, step)[0]
     assert int(a.step) == int(b.step) == step
     np.testing.assert_array_equal(jax.random.key_data(a.rng), jax.random.key_data(b.rng))
     atol = config.optimizer.g.learning_rate / 2  # Half an Adam step: 1e-4.
