@@ -1,5 +1,6 @@
 """Shared helpers for tests that run the trainer."""
 import importlib.util
+import json
 import os
 import pathlib
 import subprocess
@@ -55,3 +56,10 @@ def restore(workdir, config, step=None):
         return ckpt.restore(create(jax.random.PRNGKey(1)), step)
     finally:
         ckpt.close()
+
+
+def metric_lines(workdir) -> list[dict]:
+    """A run's metrics.jsonl, without the speeds (which differ between equal runs)."""
+    lines = [json.loads(s) for s in (workdir / "metrics.jsonl").read_text().splitlines()]
+    drop = ("steps_per_s", "images_per_s")
+    return [{k: v for k, v in m.items() if k not in drop} for m in lines]

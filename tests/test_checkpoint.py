@@ -12,7 +12,8 @@ from gan_jax import config as config_lib
 from gan_jax import components, models, sampling, train
 from gan_jax.checkpoint import CheckpointError, Checkpointer
 from gan_jax.errors import DivergenceError, WorkdirError
-from tests.helpers import assert_trees_equal, load_config, restore, run_module, start_module
+from tests.helpers import (assert_trees_equal, load_config, metric_lines, restore, run_module,
+                           start_module)
 
 
 def _config(data_dir, name="mnist_mlp", **overrides):
@@ -40,12 +41,6 @@ def _steps(directory):
     steps = ckpt.steps()
     ckpt.close()
     return steps
-
-
-def _metric_lines(workdir):
-    lines = [json.loads(s) for s in (workdir / "metrics.jsonl").read_text().splitlines()]
-    drop = ("steps_per_s", "images_per_s")
-    return [{k: v for k, v in m.items() if k not in drop} for m in lines]
 
 
 def _wait_for(path, proc, timeout=300):
@@ -98,7 +93,7 @@ def test_sigterm_then_resume_is_bit_identical(name, steps, layout, mnist_dir, tm
     assert int(a.step) == int(b.step) == steps
     assert_trees_equal(a, b)  # Params, BatchNorm statistics, both Adam states, EMA, RNG.
     # The log of the resumed run reads as one run: each step once, with the same values.
-    assert _metric_lines(tmp_path / "straight") == _metric_lines(run)
+    assert metric_lines(tmp_path / "straight") == metric_lines(run)
 
 
 def test_sigkill_between_checkpoints_then_resume(mnist_dir, tmp_path):
@@ -177,7 +172,7 @@ def test_nan_rollback_continues_with_fresh_key(mnist_dir, tmp_path, monkeypatch)
     c = _config(mnist_dir, nan_rollbacks=1)
     summary = train.train_and_evaluate(c, tmp_path)
     assert summary["rollbacks"] == 1 and summary["steps"] == 40
-    events = [m for m in _metric_lines(tmp_path) if m.get("event") == "rollback"]
+    events = [m for m in metric_lines(tmp_path) if m.get("event") == "rollback"]
     assert len(events) == 1 and events[0]["step"] == 20 and "Step 27" in events[0]["reason"]
     state, _ = restore(tmp_path, c)
     assert not np.array_equal(np.asarray(state.rng), np.asarray(_first_rng()))
@@ -244,7 +239,7 @@ def test_best_checkpoint_is_kept_with_the_latest(mnist_dir, tmp_path):
                 **{"checkpoint.every": 10, "checkpoint.keep": 1,
                    "checkpoint.best_metric": "d_loss", "checkpoint.best_mode": "min"})
     train.train_and_evaluate(c, tmp_path)
-    losses = {m["step"]: m["d_loss"] for m in _metric_lines(tmp_path) if "d_loss" in m}
+    losses = {m["step"]: m["d_loss"] for m in metric_lines(tmp_path) if "d_loss" in m}
     best = min(losses, key=losses.get)
     assert _steps(tmp_path / "checkpoints") == sorted({best, 60})
 

@@ -9,7 +9,7 @@ import jax
 import numpy as np
 
 from gan_jax import train
-from tests.helpers import load_config, restore, start_module
+from tests.helpers import load_config, metric_lines, restore, start_module
 
 
 def _free_port() -> int:
@@ -19,9 +19,7 @@ def _free_port() -> int:
 
 
 def _metrics(workdir) -> dict[int, dict]:
-    lines = [json.loads(s) for s in (workdir / "metrics.jsonl").read_text().splitlines()]
-    return {m.pop("step"): {k: v for k, v in m.items() if not k.endswith("per_s")}
-            for m in lines}
+    return {m.pop("step"): m for m in metric_lines(workdir)}
 
 
 def _assert_same_dispatch(a_dir, b_dir, step, config):
