@@ -20,7 +20,10 @@ like the real batch), or try one the default leaves off: "d_joint_pass=1" (D sco
 real and fake in one call), "bn_grad=closed_form" (BatchNorm's hand-written
 gradient) or "norm_metrics=0" (no gradient or parameter norms among the metrics),
 joined by '+' for several, or "xla=FLAGS", which runs that
-setting again in a fresh process with FLAGS added to XLA_FLAGS. --profile traces one more
+setting again in a fresh process with FLAGS added to XLA_FLAGS. --combine then times the
+winners joined (gan_jax.benchmark.fastest_combination); --variant=SPEC times that ablation
+instead of the default step (the fresh process of an XLA-flag combination uses it).
+--profile traces one more
 window of the last listed dtype and K at every batch size with jax.profiler and prints
 where its time goes.
 
@@ -60,6 +63,13 @@ _ABLATE_BATCHES = flags.DEFINE_list("ablate_batches", [], "Batch sizes the ablat
 _PROFILE = flags.DEFINE_bool("profile", False, "Profile the default step of each batch.")
 _PROFILE_DIR = flags.DEFINE_string("profile_dir", "", "Where traces go ('': a temporary dir).")
 _PEAK = flags.DEFINE_float("matmul_peak", 0.0, "Known matmul FLOP/s (0: measure it).")
+_VARIANT = flags.DEFINE_string("variant", "", "Time this ablation spec (as for --ablate) "
+                               "instead of the default step; not with --ablate.")
+_COMBINE = flags.DEFINE_bool("combine", False, "After a batch's ablations, time the fastest "
+                             "combination: those at least --combine_min_gain faster than the "
+                             "default step that compute the same thing, joined.")
+_MIN_GAIN = flags.DEFINE_float("combine_min_gain", 0.02, "Speed-up over the default step an "
+                               "ablation needs to join the combination (0.02: 2% more img/s).")
 _BUDGET = flags.DEFINE_float("time_budget_s", 0.0, "Seconds the run may take: rows after the "
                              "default steps and PyTorch that would not fit are skipped "
                              "(0: no limit).")
@@ -86,8 +96,9 @@ def _run_torch(model, batch, setting, peak, gflop):
     return r
 
 
-def _xla_variant(model, batch, dtype, k, xla_flags, peak):
-    """The default step again in a fresh process whose XLA_FLAGS include ``xla_flags``."""
+def _xla_variant(model, batch, dtype, k, xla_flags, peak, spec=""):
+    """The default step (``spec``: that ablation of it) again in a fresh process whose
+    XLA_FLAGS include ``xla_flags``."""
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "rows.json")
         env = dict(os.environ, XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} {xla_flags}".strip())
@@ -96,7 +107,7 @@ def _xla_variant(model, batch, dtype, k, xla_flags, peak):
         cmd = [sys.executable, "-m", "experiments.benchmark", f"--models={model}",
                f"--batch_sizes={batch}", f"--dtypes={dtype}", f"--steps_per_dispatch={k}",
                "--torch=", f"--windows={_WINDOWS.value}", f"--window_steps={_WINDOW_STEPS.value}",
-               f"--matmul_peak={peak}", f"--out={out}"]
+               f"--matmul_peak={peak}", f"--variant={spec}", f"--out={out}"]
         r = subprocess.run(cmd, env=env, cwd=root, capture_output=True, text=True)
         if r.returncode:
             raise RuntimeError(f"exit {r.returncode}: {r.stderr.strip()[-400:]}")
@@ -104,7 +115,8 @@ def _xla_variant(model, batch, dtype, k, xla_flags, peak):
             rows = json.load(f)["rows"]
     for row in rows:
         row["setting"] += f" XLA_FLAGS={xla_flags}"
-        row["ablation"] = [f"XLA_FLAGS={xla_flags}"]
+        row["ablation"] = [*row["ablation"], f"XLA_FLAGS={xla_flags}"]
+        row["xla_flags"] = xla_flags
     return rows
 
 
@@ -155,6 +167,33 @@ def _ablations(model, batch, dtype, k, peak, add, budget, estimate_s, skipped):
         add(new)
 
 
+def _combination(rows, default_row, peak, add, budget, skipped):
+    """Times the fastest combination of the ablations at the default row's batch, if it is
+    a setting not yet timed."""
+    best = benchmark.fastest_combination(rows, default_row, _MIN_GAIN.value)
+    batch = default_row["batch"]
+    if best is None:
+        print(f"# no new combination of ablations at batch {batch}: what ran "
+              f"{_MIN_GAIN.value:.0%} or more faster than the default step (and computes the "
+              "same) is one setting already timed, or nothing", flush=True)
+        return
+    spec = benchmark.variant_spec(best["variant"])
+    what = f"fastest combination at batch {batch} ({' + '.join(best['joins'])})"
+    if _skip(what, budget, _cost(default_row), skipped):
+        return
+    model, dtype, k = (default_row[key] for key in ("model", "dtype", "steps_per_dispatch"))
+    try:
+        new = (_xla_variant(model, batch, dtype, k, best["xla_flags"], peak, spec)
+               if best["xla_flags"] else
+               [_time_gan_jax(model, batch, dtype, k, peak, **best["variant"])])
+    except Exception as e:
+        print(f"# {what} failed: {type(e).__name__}: {str(e)[:300]}", flush=True)
+        return
+    for r in new:
+        r["combination_of"] = best["joins"]
+    add(new)
+
+
 def main(argv):
     with cli.script(argv):
         _main()
@@ -176,6 +215,11 @@ def _main():
     for spec in _ABLATE.value:  # Refuse misspelt input before any timing.
         if not spec.startswith("xla="):
             benchmark.parse_variant(spec)
+    variant = benchmark.parse_variant(_VARIANT.value) if _VARIANT.value else {}
+    if variant and _ABLATE.value:
+        raise errors.ConfigError("--variant times one ablation of the default step as the "
+                                 "main row, so it cannot be combined with --ablate: run "
+                                 "the ablations without --variant.")
     for model in _MODELS.value:
         if model not in benchmark.MODELS:
             raise errors.ConfigError(f"Unknown --models entry {model!r}; choose from "
@@ -217,7 +261,8 @@ def _main():
         default_rows = {}
         for batch in batches:
             add([_time_gan_jax(model, batch, main_dtype, main_k, peak,
-                               profile_dir=profile_dir if _PROFILE.value else None)])
+                               profile_dir=profile_dir if _PROFILE.value else None,
+                               **variant)])
             default_rows[batch] = rows[-1]
             # Same model and step as the PyTorch reference: take its FLOPs from this row.
             gflop = rows[-1]["gflop_per_step"] * 1e9
@@ -237,10 +282,12 @@ def _main():
                     if _skip(f"{model} batch {batch} {dtype} K={k}", budget, estimate,
                              meta["skipped"]):
                         continue
-                    add([_time_gan_jax(model, batch, dtype, k, peak)])
+                    add([_time_gan_jax(model, batch, dtype, k, peak, **variant)])
         for batch in map(int, _ABLATE_BATCHES.value or batches[-1:]):
             _ablations(model, batch, main_dtype, main_k, peak, add, budget,
                        _cost(default_rows[batch]), meta["skipped"])
+            if _COMBINE.value and _ABLATE.value:
+                _combination(rows, default_rows[batch], peak, add, budget, meta["skipped"])
     print(f"\n# {len(rows)} rows in {budget.elapsed():.0f} s"
           + (f" (budget {_BUDGET.value:g} s; skipped: {', '.join(meta['skipped'])})"
              if meta["skipped"] else ""))

@@ -7,7 +7,8 @@
 #     the textbook transposed convolution, D on real and fake in one call, BatchNorm's
 #     hand-written gradient, no norms among the metrics, the joint call with that gradient, data
 #     read in order instead of shuffled on the device, phase upsampling, no XLA
-#     autotuning, loops in CUDA graphs, G forward recomputed). The bf16 K=10 step and PyTorch run
+#     autotuning, loops in CUDA graphs, G forward recomputed), and after each batch's ablations
+#     the fastest combination of those that won. The bf16 K=10 step and PyTorch run
 #     first; the other settings and the ablations are skipped where they would overrun
 #     210 s (--time_budget_s).
 #  2. experiments.eval_benchmark: the FID Inception's img/s at batch 500, float32 and

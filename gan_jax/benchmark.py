@@ -97,13 +97,16 @@ PRESETS = {
                          "xla=--xla_gpu_enable_command_buffer=+WHILE,+CONDITIONAL",
                          "reuse_forward=0"],
                  ablate_batches=["1024", "128"],
+                 # Then the winners joined, so that one GPU run also measures the best
+                 # setting it found, not just each change alone.
+                 combine=True,
                  # Leaves ~90 s of gpu_benchmark.sh's 5 minutes to the FID Inception's part.
                  time_budget_s=210),
     "cpu": dict(models=["dcgan64"], batch_sizes=["16"], dtypes=["float32"],
                 steps_per_dispatch=["1", "2"], torch=["eager:float32", "eager:bfloat16"],
                 windows=5, window_steps=6, profile=True,
                 ablate=["reuse_forward=0", "upsample=phases", "upsample=dilated", "donate=0",
-                        "d_joint_pass=1", "bn_grad=closed_form"]),
+                        "d_joint_pass=1", "bn_grad=closed_form"], combine=True),
 }
 
 
@@ -148,6 +151,46 @@ def parse_variant(spec: str) -> dict:
         raise ConfigError(f"Ablation {spec!r} changes nothing: give a value that differs from "
                           f"the default step's ({DEFAULTS}).")
     return out
+
+
+# Ablations that change what is computed (the game, the order of the data), not only how:
+# never joined into the fastest combination.
+CHANGES_RESULT = ("share_fake", "data")
+
+
+def fastest_combination(rows: list[dict], default_row: dict, min_gain: float = 0.02):
+    """The ablations among ``rows`` at ``default_row``'s model, batch, dtype and K that ran
+    at least ``min_gain`` faster than it and compute the same thing, joined fastest first
+    where they agree (a key or XLA flag set two ways keeps the faster row's value):
+    ``{"variant": {key: value}, "xla_flags": str, "joins": [their labels]}``, or None when
+    that is no setting beyond those already timed."""
+    same = ("framework", "model", "batch", "dtype", "steps_per_dispatch")
+    winners = sorted(
+        (r for r in rows if r.get("ablation") and all(r[k] == default_row[k] for k in same)
+         and r["img_per_s"] >= (1 + min_gain) * default_row["img_per_s"]
+         and not set(r.get("variant", {})) & set(CHANGES_RESULT)
+         and not r.get("combination_of")),
+        key=lambda r: -r["img_per_s"])
+    variant, flags, joins = {}, {}, []
+    for r in winners:
+        v = r.get("variant", {})
+        f = dict(flag.partition("=")[::2] for flag in r.get("xla_flags", "").split())
+        if any(variant.get(key, x) != x for key, x in v.items()) or any(
+                flags.get(name, x) != x for name, x in f.items()):
+            continue
+        variant.update(v)
+        flags.update(f)
+        joins.append(" ".join(r["ablation"]))
+    flags = [f"{name}={x}" if x else name for name, x in flags.items()]
+    timed = [(r.get("variant", {}), set(r.get("xla_flags", "").split())) for r in winners]
+    if not joins or (variant, set(flags)) in timed:
+        return None
+    return {"variant": variant, "xla_flags": " ".join(flags), "joins": joins}
+
+
+def variant_spec(variant: dict) -> str:
+    """The --ablate spelling of a variant: {"d_joint_pass": True} -> "d_joint_pass=1"."""
+    return "+".join(_tags({**DEFAULTS, **variant}))
 
 
 def _dataset_shape(model: str, batch: int) -> tuple[int, ...]:
@@ -263,7 +306,8 @@ def time_gan_jax(model: str, batch: int, dtype: str, k: int, *, windows: int = 5
            "memory_bytes": engine.program_bytes(),
            "process_peak_memory_bytes": _process_peak_memory(), "d_loss": last["d_loss"],
            "g_loss": last["g_loss"], "devices": engine.shards,
-           "backend": jax.default_backend(), "ablation": tags, "profile": profile,
+           "backend": jax.default_backend(), "ablation": tags,
+           "variant": {key: x for key, x in v.items() if x != DEFAULTS[key]}, "profile": profile,
            "kernels": census.take(engine.hlo_text()),
            "wall_s": time.perf_counter() - start, "profile_s": profile_s}
     out["mfu"] = step_flops / s / peak_flops if peak_flops else None
@@ -319,9 +363,12 @@ def ablation_table(rows: list[dict]) -> str:
     for r in rows:
         if r["framework"] != "gan_jax" or not r.get("ablation"):
             continue
+        label = " ".join(r["ablation"])
+        if r.get("combination_of"):
+            label = f"fastest combination: {label}"
         b = base.get((r["model"], r["batch"], r["dtype"], r["steps_per_dispatch"]))
         lines.append(f"| {r['model']} | {r['batch']} | {r['dtype']} | {r['steps_per_dispatch']} "
-                     f"| {' '.join(r['ablation'])} | {r['img_per_s']:,.0f} | "
+                     f"| {label} | {r['img_per_s']:,.0f} | "
                      + (f"{b['img_per_s']:,.0f} | {b['img_per_s'] / r['img_per_s']:.2f}x |"
                         if b else "- | - |"))
     return "\n".join(lines)

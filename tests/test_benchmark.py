@@ -141,6 +141,45 @@ def test_ablations_are_parsed_and_bad_ones_refused():
             assert spec.startswith("xla=--") or benchmark.parse_variant(spec)
 
 
+def _row(img_per_s, variant=None, xla_flags="", batch=1024):
+    tags = benchmark._tags({**benchmark.DEFAULTS, **(variant or {})})
+    tags += [f"XLA_FLAGS={xla_flags}"] if xla_flags else []
+    return {"framework": "gan_jax", "model": "dcgan64", "batch": batch, "dtype": "bfloat16",
+            "steps_per_dispatch": 10, "img_per_s": img_per_s, "ablation": tags,
+            "variant": variant or {}, **({"xla_flags": xla_flags} if xla_flags else {})}
+
+
+def test_the_fastest_combination_joins_the_ablations_that_won_and_agree():
+    default = _row(100.0)
+    buffers = "--xla_gpu_enable_command_buffer"
+    rows = [default,
+            _row(110, {"d_joint_pass": True}), _row(105, {"bn_grad": "closed_form"}),
+            _row(101, {"norm_metrics": False}),  # under the 2% a winner needs
+            _row(150, {"data": "sequential"}),  # faster, but another computation
+            _row(120, {"upsample": "dilated"}),
+            _row(115, {"upsample": "phases", "donate": False}),  # upsample set two ways
+            _row(108, xla_flags=f"{buffers}=+WHILE --xla_gpu_autotune_level=0"),
+            _row(107, xla_flags=f"{buffers}="),  # that flag set two ways
+            _row(300, {"donate": False}, batch=128)]  # another batch
+    best = benchmark.fastest_combination(rows, default)
+    assert best == {
+        "variant": {"upsample": "dilated", "d_joint_pass": True, "bn_grad": "closed_form"},
+        "xla_flags": f"{buffers}=+WHILE --xla_gpu_autotune_level=0",
+        "joins": ["upsample=dilated", "d_joint_pass=1",
+                  f"XLA_FLAGS={buffers}=+WHILE --xla_gpu_autotune_level=0",
+                  "bn_grad=closed_form"]}
+    assert benchmark.variant_spec(best["variant"]) == (
+        "upsample=dilated+d_joint_pass=1+bn_grad=closed_form")
+    assert benchmark.parse_variant(benchmark.variant_spec(best["variant"])) == best["variant"]
+    # A lower bar admits the small gain; a higher one leaves a single winner: nothing new.
+    assert benchmark.fastest_combination(rows, default, -0.5)["variant"]["norm_metrics"] is False
+    assert benchmark.fastest_combination(rows, default, 0.19) is None
+    # Winners whose join was timed already (here as an ablation of its own) give nothing new.
+    pair = {"d_joint_pass": True, "bn_grad": "closed_form"}
+    assert benchmark.fastest_combination(rows[:3] + [_row(112, pair)], default) is None
+    assert benchmark.fastest_combination(rows[:3], default)["variant"] == pair
+
+
 def test_a_time_budget_admits_only_the_jobs_that_fit():
     now = [100.0]
     budget = benchmark.Budget(60, clock=lambda: now[0])
@@ -250,12 +289,19 @@ def test_benchmark_script_profiles_ablates_and_survives_a_failing_setting(tmp_pa
          "--dtypes=float32", "--steps_per_dispatch=1", "--torch=", "--windows=1",
          "--window_steps=1", "--matmul_peak=1e11", "--profile", "--ablate=donate=0",
          "--ablate=xla=--xla_cpu_enable_fast_math=false", "--ablate=xla=--xla_no_such_flag",
+         "--combine", "--combine_min_gain=-1",  # every ablation counts as a winner
          f"--profile_dir={tmp_path / 'trace'}", f"--out={out}"],
         cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = json.loads(out.read_text())["rows"]
+    fast_math = "XLA_FLAGS=--xla_cpu_enable_fast_math=false"
     assert [r["setting"] for r in rows] == [
-        "jit", "jit donate=0", "jit XLA_FLAGS=--xla_cpu_enable_fast_math=false"]
+        "jit", "jit donate=0", f"jit {fast_math}", f"jit donate=0 {fast_math}"]
+    # The two winners joined, timed in a fresh process with the flag and the variant.
+    assert rows[3]["variant"] == {"donate": False} and rows[3]["ablation"] == [
+        "donate=0", fast_math]
+    assert sorted(rows[3]["combination_of"]) == sorted(["donate=0", fast_math])
+    assert f"| fastest combination: donate=0 {fast_math} |" in proc.stdout
     assert rows[0]["profile"]["kinds"] and not rows[1]["profile"]
     # The profile's time is kept apart: the budget does not charge it to unprofiled rows.
     assert rows[0]["wall_s"] > rows[0]["profile_s"] > 0 and rows[1]["profile_s"] == 0
@@ -274,6 +320,11 @@ def test_benchmark_script_profiles_ablates_and_survives_a_failing_setting(tmp_pa
                           "--ablate_batches=16", f"--out={tmp_path / 'none.json'}"],
                          cwd=REPO, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 1 and "--ablate_batches entry 16 is not one of" in bad.stderr
+    bad = subprocess.run([sys.executable, "-m", "experiments.benchmark", "--batch_sizes=8",
+                          "--variant=donate=0", "--ablate=d_joint_pass=1",
+                          f"--out={tmp_path / 'none.json'}"],
+                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 1 and "cannot be combined with --ablate" in bad.stderr
     assert not (tmp_path / "none.json").exists()
 
 
