@@ -344,6 +344,7 @@ def test_gpu_benchmark_needs_neither_tfds_nor_grain(tmp_path):
     argv = ["eval_benchmark", "--extractors=inception", "--inception_batch=2", "--batches=1",
             "--dtypes=bfloat16", "--fid_shift_num=2", f"--out={out}"]
     code = (_WITHOUT_TFDS + f"sys.argv = {argv!r}\n"
+            "import jax\njax.config.update('jax_log_compiles', True)\n"
             "runpy.run_module('experiments.eval_benchmark', run_name='__main__')")
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
                           text=True, timeout=300,
@@ -351,6 +352,9 @@ def test_gpu_benchmark_needs_neither_tfds_nor_grain(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     speed, shift = json.loads(out.read_text())
     assert [json.loads(line) for line in proc.stdout.splitlines()] == [speed, shift]
+    # The timing and the FID shift share each dtype's compiled Inception (bfloat16, and
+    # float32 for the shift's reference): on a GPU at batch 500 each compile is slow.
+    assert len(re.findall(r"Compiling jit\(_run\)", proc.stderr)) == 2
     assert speed["extractor"] == "inception" and speed["dtype"] == "bfloat16"
     assert speed["images_per_s"] > 0 and speed["weights_sha256"] == "random"
     assert shift["images_per_set"] == 2 and np.isfinite(shift["fid_float32"])
