@@ -46,3 +46,20 @@ def test_the_evaluation_docs_own_loop_example_appends_its_records(mnist_dir, pri
     assert [(r["metric"], r["step"]) for r in lines] == [("fid", 300), ("kid", 300),
                                                          ("is", 300)]
     assert lines[0]["fid"] > 0 and lines[0]["provenance"]["num_samples"] == 10_000
+
+
+def test_every_config_key_the_docs_name_exists():
+    names = set()
+    for path in (README, *sorted((ROOT / "docs").glob("*.md"))):
+        names |= set(re.findall(r"\bconfig\.([a-z_][\w.]*\w)", path.read_text()))
+    names -= {"py", "json"}  # config.py, config.json: files
+    assert len(names) >= 10, names  # the pattern still finds them
+    missing = []
+    for name in sorted(names):
+        node = config_lib.defaults()
+        for part in name.split("."):
+            if part not in node:
+                missing.append(name)
+                break
+            node = node[part]
+    assert not missing, f"keys named in the docs but not in gan_jax/config.py: {missing}"
