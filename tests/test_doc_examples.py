@@ -63,3 +63,17 @@ def test_every_config_key_the_docs_name_exists():
                 break
             node = node[part]
     assert not missing, f"keys named in the docs but not in gan_jax/config.py: {missing}"
+
+
+def test_every_flag_the_docs_name_is_defined_by_an_entry_point():
+    source = "".join(p.read_text() for p in (*ROOT.glob("experiments/*.py"),
+                                             *ROOT.glob("gan_jax/**/*.py")))
+    defined = set(re.findall(r"DEFINE_\w+\(\s*\"(\w+)\"", source))
+    named = set()
+    for path in (README, *sorted((ROOT / "docs").glob("*.md"))):
+        # Hyphenated ones are pip's (--no-deps) or absl's negations (--no-ema).
+        named |= set(re.findall(r"(?<![\w-])--([a-z]\w*)(?![\w-])", path.read_text()))
+    named = {n for n in named if not n.startswith("xla_")}  # XLA's own, in XLA_FLAGS
+    assert len(named) >= 30 and "coordinator_address" in defined, (named, defined)
+    assert not named - defined, f"flags the docs name that no entry point defines: " \
+                                f"{sorted(named - defined)}"
