@@ -1,4 +1,5 @@
 """The code in README.md and docs/ runs as written, and returns what the text says."""
+import importlib
 import json
 import pathlib
 import re
@@ -11,6 +12,10 @@ from gan_jax import config as config_lib
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
+
+
+def _docs():
+    return [README, *sorted((ROOT / "docs").glob("*.md"))]
 
 
 def _python_blocks(path):
@@ -50,7 +55,7 @@ def test_the_evaluation_docs_own_loop_example_appends_its_records(mnist_dir, pri
 
 def test_every_config_key_the_docs_name_exists():
     names = set()
-    for path in (README, *sorted((ROOT / "docs").glob("*.md"))):
+    for path in _docs():
         names |= set(re.findall(r"\bconfig\.([a-z_][\w.]*\w)", path.read_text()))
     names -= {"py", "json"}  # config.py, config.json: files
     assert len(names) >= 10, names  # the pattern still finds them
@@ -70,10 +75,36 @@ def test_every_flag_the_docs_name_is_defined_by_an_entry_point():
                                              *ROOT.glob("gan_jax/**/*.py")))
     defined = set(re.findall(r"DEFINE_\w+\(\s*\"(\w+)\"", source))
     named = set()
-    for path in (README, *sorted((ROOT / "docs").glob("*.md"))):
+    for path in _docs():
         # Hyphenated ones are pip's (--no-deps) or absl's negations (--no-ema).
         named |= set(re.findall(r"(?<![\w-])--([a-z]\w*)(?![\w-])", path.read_text()))
     named = {n for n in named if not n.startswith("xla_")}  # XLA's own, in XLA_FLAGS
     assert len(named) >= 30 and "coordinator_address" in defined, (named, defined)
     assert not named - defined, f"flags the docs name that no entry point defines: " \
                                 f"{sorted(named - defined)}"
+
+
+def test_every_file_and_gan_jax_name_the_docs_point_to_exists():
+    files, names = set(), set()
+    for path in _docs():
+        text = path.read_text()
+        files |= set(re.findall(r"(?<![\w/.])((?:gan_jax|experiments|tests|docs)/[\w/.-]*\w)",
+                                text))
+        names |= set(re.findall(r"(?<![\w.])(gan_jax(?:\.\w+)+)", text))
+    assert len(files) >= 20 and len(names) >= 10, (files, names)
+    assert not [f for f in files if not (ROOT / f).exists()]
+    unresolved = []
+    for name in sorted(names):  # the longest importable module, then attributes
+        parts = name.split(".")
+        for i in range(len(parts), 0, -1):
+            try:
+                obj = importlib.import_module(".".join(parts[:i]))
+            except ImportError:
+                continue
+            try:
+                for attr in parts[i:]:
+                    obj = getattr(obj, attr)
+            except AttributeError:
+                unresolved.append(name)
+            break
+    assert not unresolved, f"names the docs give that gan_jax does not have: {unresolved}"
