@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gan_jax import benchmark
 from gan_jax import config as config_lib
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -108,3 +109,13 @@ def test_every_file_and_gan_jax_name_the_docs_point_to_exists():
                 unresolved.append(name)
             break
     assert not unresolved, f"names the docs give that gan_jax does not have: {unresolved}"
+
+
+def test_every_ablation_the_docs_run_parses():
+    specs = set()
+    for path in _docs():
+        specs |= set(re.findall(r"--ablate=([\w=+.,-]+)", path.read_text()))
+    specs = {s for s in specs if not s.startswith("xla=")}  # any XLA flags, in a new process
+    assert len(specs) >= 8, specs
+    for spec in sorted(specs):
+        assert benchmark.parse_variant(spec), spec
