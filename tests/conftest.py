@@ -1,5 +1,6 @@
 import os
 import pathlib
+import shutil
 import tempfile
 
 # Tests are dominated by XLA:CPU compile time, not run time: compile with LLVM's cheapest
@@ -10,14 +11,21 @@ import tempfile
 if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
                                + " --xla_backend_optimization_level=0").strip()
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
-                      tempfile.mkdtemp(prefix="gan_jax_test_xla_cache_"))
+_OWN_CACHE = None  # Removed when this process's session ends (it was 46 MB a run, left in /tmp).
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    _OWN_CACHE = tempfile.mkdtemp(prefix="gan_jax_test_xla_cache_")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _OWN_CACHE
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 # Four fake CPU devices stand in for GPUs: every trainer test runs the multi-device path.
 os.environ["JAX_NUM_CPU_DEVICES"] = "4"
 
 import pytest  # noqa: E402
+
+
+def pytest_unconfigure(config):
+    if _OWN_CACHE:
+        shutil.rmtree(_OWN_CACHE, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
