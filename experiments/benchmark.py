@@ -42,7 +42,7 @@ import jax
 from absl import app, flags
 
 from experiments import cli
-from gan_jax import benchmark, census, errors, logs, profiling, targets
+from gan_jax import benchmark, census, errors, logs, profiling, targets, torch_reference
 from gan_jax.models.registry import DTYPES
 
 _MODELS = flags.DEFINE_list("models", ["dcgan64"], "Benchmark models.")
@@ -51,7 +51,8 @@ _DTYPES = flags.DEFINE_list("dtypes", ["float32", "bfloat16"], "gan_jax compute 
 _KS = flags.DEFINE_list("steps_per_dispatch", ["1", "10"], "gan_jax steps per jitted call.")
 _TORCH = flags.DEFINE_list(
     "torch", ["eager:float32", "eager:bfloat16", "eager:bfloat16:cl", "compile:float32",
-              "compile:bfloat16"], "PyTorch settings, mode:dtype[:cl] ('' for none).")
+              "compile:bfloat16"], "PyTorch settings, mode:dtype[:cl] ('' for none); mode: eager, "
+    "compile, or torch.compile's reduce-overhead (CUDA graphs) or max-autotune.")
 _WINDOWS = flags.DEFINE_integer("windows", 5, "Timed windows (the median is reported).")
 _WINDOW_STEPS = flags.DEFINE_integer("window_steps", 20, "Steps per timed window.")
 _OUT = flags.DEFINE_string("out", "benchmark.json", "JSON file for all rows (written at the "
@@ -84,12 +85,11 @@ def _torch_available() -> bool:
 
 
 def _run_torch(model, batch, setting, peak, gflop):
-    from gan_jax import torch_reference
-    mode, dtype, *rest = setting.split(":")
+    mode, dtype, channels_last = torch_reference.parse_setting(setting)
     res, ch, width = benchmark.MODELS[model]
-    r = torch_reference.time_pytorch(res, ch, width, batch, dtype=dtype,
-                                     compile=mode == "compile", channels_last=rest == ["cl"],
-                                     windows=_WINDOWS.value, window_steps=_WINDOW_STEPS.value)
+    r = torch_reference.time_pytorch(res, ch, width, batch, dtype=dtype, mode=mode,
+                                     channels_last=channels_last, windows=_WINDOWS.value,
+                                     window_steps=_WINDOW_STEPS.value)
     s = r["ms_per_step"] / 1e3
     r.update(model=model, gflop_per_step=gflop / 1e9, tflop_per_s=gflop / s / 1e12,
              mfu=gflop / s / peak)
@@ -215,6 +215,8 @@ def _main():
     for spec in _ABLATE.value:  # Refuse misspelt input before any timing.
         if not spec.startswith("xla="):
             benchmark.parse_variant(spec)
+    for setting in filter(None, _TORCH.value):
+        torch_reference.parse_setting(setting)
     variant = benchmark.parse_variant(_VARIANT.value) if _VARIANT.value else {}
     if variant and _ABLATE.value:
         raise errors.ConfigError("--variant times one ablation of the default step as the "

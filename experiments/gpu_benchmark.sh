@@ -2,7 +2,7 @@
 # The whole GPU benchmark, gan_jax and PyTorch, in one run (docs/benchmarks.md):
 #  1. experiments.benchmark --preset=h200: DCGAN-64 at batch 128 and 1024, float32 and
 #     bfloat16, 1 and 10 steps per dispatch; PyTorch eager fp32, eager bf16 channels_last,
-#     torch.compile bf16; a jax.profiler breakdown of the default bf16 K=10 step at each
+#     torch.compile bf16, and in its reduce-overhead mode (CUDA graphs); a jax.profiler breakdown of the default bf16 K=10 step at each
 #     batch; ablations at batch 1024, then 128 (gan_jax.benchmark.PRESETS, in this order:
 #     the textbook transposed convolution, D on real and fake in one call, BatchNorm's
 #     hand-written gradient, no norms among the metrics, the joint call with that gradient, data

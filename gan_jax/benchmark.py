@@ -82,7 +82,10 @@ DEFAULTS = {key: default for key, (default, _) in VARIANTS.items()}
 PRESETS = {
     "h200": dict(models=["dcgan64"], batch_sizes=["128", "1024"],
                  dtypes=["float32", "bfloat16"], steps_per_dispatch=["1", "10"],
-                 torch=["eager:float32", "eager:bfloat16:cl", "compile:bfloat16"],
+                 # reduce-overhead: PyTorch in CUDA graphs, its answer to launch-bound
+                 # small batches (DESIGN.md's eager rows at batch 128 were).
+                 torch=["eager:float32", "eager:bfloat16:cl", "compile:bfloat16",
+                        "reduce-overhead:bfloat16"],
                  windows=5, window_steps=30, profile=True,
                  # Most promising first (the census in docs/benchmarks.md), as the budget
                  # may cut the last ones; reuse_forward=0 compiled to the same program.

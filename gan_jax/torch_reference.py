@@ -9,6 +9,13 @@ import gc
 import statistics
 import time
 
+from gan_jax.errors import ConfigError
+
+# --torch modes: eager, or torch.compile in one of its modes. "reduce-overhead" replays
+# CUDA graphs (on CUDA; elsewhere it compiles as "default"), the cure for launch-bound small
+# batches; "max-autotune" also tunes its kernels and compiles for minutes.
+MODES = ("eager", "compile", "reduce-overhead", "max-autotune")
+
 
 def _nets(torch, resolution: int, channels: int, width: int, z_dim: int = 100):
     nn = torch.nn
@@ -39,14 +46,35 @@ def _nets(torch, resolution: int, channels: int, width: int, z_dim: int = 100):
     return G, D
 
 
+def check_mode(mode: str) -> None:
+    if mode not in MODES:
+        raise ConfigError(f"Unknown PyTorch mode {mode!r}; choose from {', '.join(MODES)} "
+                          "(the last three are torch.compile's modes).")
+
+
+def parse_setting(setting: str) -> tuple[str, str, bool]:
+    """``mode:dtype[:cl]`` (experiments.benchmark's --torch) -> (mode, dtype, channels_last)."""
+    parts = setting.split(":")
+    if len(parts) in (2, 3):
+        check_mode(parts[0])
+    if len(parts) not in (2, 3) or parts[1] not in ("float32", "bfloat16") or parts[2:] not in (
+            [], ["cl"]):
+        raise ConfigError(f"PyTorch setting {setting!r} is not mode:dtype[:cl] with dtype "
+                          "float32 or bfloat16 and cl for channels_last, e.g. "
+                          "eager:bfloat16:cl.")
+    return parts[0], parts[1], parts[2:] == ["cl"]
+
+
 def make_step(resolution: int, channels: int, width: int, batch: int, *, dtype: str,
-              compile: bool = False, channels_last: bool = False, device: str = "cpu",
+              mode: str = "eager", channels_last: bool = False, device: str = "cpu",
               seed: int = 0):
     """The step as a PyTorch expert would write it: cuDNN autotuning, fused Adam on CUDA,
     and G's update asks autograd for G's gradients only, not (as the PyTorch DCGAN example's
-    ``backward()`` does) for D's weight gradients too, which it then discards. Returns
-    ``(step, G, D)``; ``step()`` returns the detached D and G losses."""
+    ``backward()`` does) for D's weight gradients too, which it then discards. ``mode``:
+    one of MODES (G and D compiled, the optimizers not). Returns ``(step, G, D)``;
+    ``step()`` returns the detached D and G losses."""
     import torch
+    check_mode(mode)
     if device == "cuda":
         torch.backends.cudnn.benchmark = True
     torch.manual_seed(seed)
@@ -62,11 +90,25 @@ def make_step(resolution: int, channels: int, width: int, batch: int, *, dtype: 
                          dtype=torch.uint8, device=device)
     ones = torch.ones(batch, device=device)
     zeros = torch.zeros(batch, device=device)
-    g_run, d_run = (torch.compile(G), torch.compile(D)) if compile else (G, D)
+    if mode == "eager":
+        g_run, d_run = G, D
+    else:
+        # Each setting compiles afresh, as if alone in the process: past 8 graphs of
+        # nn.Sequential.forward (3 a setting) dynamo falls back to eager. Static shapes:
+        # G and D share that forward, so automatic dynamic shapes took D's input for a
+        # new size of G's and compiled D for any shape.
+        torch.compiler.reset()
+        kind = "default" if mode == "compile" else mode
+        g_run, d_run = (torch.compile(m, mode=kind, dynamic=False) for m in (G, D))
+    # CUDA graph replays reuse their output memory: say where a step begins, so that the
+    # last step's outputs may be overwritten.
+    begin = (torch.compiler.cudagraph_mark_step_begin if mode in MODES[2:] and
+             device == "cuda" else lambda: None)
     autocast = torch.autocast(device_type=device, dtype=torch.bfloat16,
                               enabled=dtype == "bfloat16")
 
     def step():
+        begin()
         idx = torch.randint(0, data.shape[0], (batch,), device=device)
         real = (data[idx].float() / 127.5 - 1.0).contiguous(memory_format=fmt)
         z = torch.randn(batch, 100, 1, 1, device=device)
@@ -88,14 +130,14 @@ def make_step(resolution: int, channels: int, width: int, batch: int, *, dtype: 
 
 
 def time_pytorch(resolution: int, channels: int, width: int, batch: int, *, dtype: str,
-                 compile: bool = False, channels_last: bool = False, windows: int = 5,
+                 mode: str = "eager", channels_last: bool = False, windows: int = 5,
                  window_steps: int = 20, device: str | None = None) -> dict:
     import torch
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda":  # This setting's peak, not the process's so far.
         gc.collect()  # Earlier settings' tensors, if a cycle still holds them.
         torch.cuda.reset_peak_memory_stats()
-    step, _, _ = make_step(resolution, channels, width, batch, dtype=dtype, compile=compile,
+    step, _, _ = make_step(resolution, channels, width, batch, dtype=dtype, mode=mode,
                            channels_last=channels_last, device=device)
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     t = time.perf_counter()
@@ -113,7 +155,8 @@ def time_pytorch(resolution: int, channels: int, width: int, batch: int, *, dtyp
     s = statistics.median(per_step)
     peak = torch.cuda.max_memory_allocated() if device == "cuda" else None
     return {"framework": "pytorch",
-            "setting": ("compile" if compile else "eager") + (" CL" if channels_last else ""),
+            "setting": ("compile " + mode if mode in MODES[2:] else mode)
+                       + (" CL" if channels_last else ""),
             "batch": batch, "dtype": dtype, "ms_per_step": 1e3 * s, "img_per_s": batch / s,
             "compile_s": warmup_s, "memory_bytes": peak, "d_loss": d_loss.item(),
             "g_loss": g_loss.item(), "backend": device, "torch_version": torch.__version__}

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gan_jax import benchmark, census, flops, models, parallel, targets
+from gan_jax import benchmark, census, errors, flops, models, parallel, targets
 from gan_jax.engine import Engine
 from gan_jax.errors import ConfigError
 from gan_jax.models import dcgan, layers
@@ -113,6 +113,59 @@ def test_pytorch_reference_step_is_the_dcgan_examples_step():
         for (name, p), p0 in zip(net.state_dict().items(), net0.state_dict().values()):
             np.testing.assert_allclose(p.numpy(), p0.numpy(), rtol=1e-5, atol=1e-6,
                                        err_msg=name)
+
+
+def test_pytorch_settings_are_parsed_and_bad_ones_refused():
+    from gan_jax import torch_reference
+    assert torch_reference.parse_setting("eager:bfloat16:cl") == ("eager", "bfloat16", True)
+    assert torch_reference.parse_setting("reduce-overhead:float32") == (
+        "reduce-overhead", "float32", False)
+    for bad, match in (("compiled:float32", "Unknown PyTorch mode 'compiled'"),
+                       ("eager", "not mode:dtype"), ("eager:fp16", "not mode:dtype"),
+                       ("compile:bfloat16:nhwc", "not mode:dtype"),
+                       ("eager:float32:cl:x", "not mode:dtype")):
+        with pytest.raises(errors.ConfigError, match=match):
+            torch_reference.parse_setting(bad)
+
+
+def test_compiled_pytorch_settings_compute_the_eager_step_each_compiled_afresh():
+    """torch.compile's modes give the eager step's losses; each setting compiles its own
+    graphs (3: G, D on inputs without and with grad), where dynamo's caches made the third
+    compiled setting of a run fall back to eager (its recompile limit, 8 graphs); and every
+    graph is for static shapes (G and D share nn.Sequential.forward, so D's graph was made
+    for dynamic ones, automatic dynamic shapes taking G's input for an earlier size)."""
+    import logging
+    torch = pytest.importorskip("torch", reason="PyTorch is an optional extra")
+    from torch._dynamo.utils import counters
+    from gan_jax import torch_reference
+
+    def losses(mode, batch):
+        step, _, _ = torch_reference.make_step(28, 1, 8, batch, dtype="float32", mode=mode)
+        return [[x.item() for x in step()] for _ in range(2)]
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            messages.append(record.getMessage())
+
+    messages, keep = [], Keep()
+    torch._logging.set_logs(dynamic=logging.INFO)  # Shape decisions; these don't propagate.
+    loggers = [logging.getLogger(n) for n in ("torch._dynamo",
+                                              "torch.fx.experimental.symbolic_shapes")]
+    for logger in loggers:
+        logger.addHandler(keep)
+    try:
+        for batch in (4, 8):
+            eager = losses("eager", batch)
+            for mode in ("compile", "reduce-overhead"):
+                before = counters["stats"]["unique_graphs"]
+                np.testing.assert_allclose(losses(mode, batch), eager, rtol=1e-4, err_msg=mode)
+                assert counters["stats"]["unique_graphs"] - before == 3, (mode, batch)
+    finally:
+        for logger in loggers:
+            logger.removeHandler(keep)
+        torch._logging.set_logs()
+    assert any("produce_guards" in m for m in messages), "dynamo's shape log was not kept"
+    assert not [m for m in messages if "as dynamic" in m]
 
 
 def test_ablations_are_parsed_and_bad_ones_refused():

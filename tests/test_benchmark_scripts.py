@@ -57,6 +57,13 @@ def test_benchmark_script_profiles_ablates_and_survives_a_failing_setting(tmp_pa
                           f"--out={tmp_path / 'none.json'}"],
                          cwd=REPO, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 1 and "cannot be combined with --ablate" in bad.stderr
+    # A misspelt PyTorch mode once ran eager without a word; now it stops the run at once.
+    bad = subprocess.run([sys.executable, "-m", "experiments.benchmark", "--batch_sizes=8",
+                          "--torch=eager:float32,compiled:bfloat16",
+                          f"--out={tmp_path / 'none.json'}"],
+                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 1 and "Unknown PyTorch mode 'compiled'" in bad.stderr
+    assert "matmul peak" not in bad.stdout  # Refused before anything was measured.
     assert not (tmp_path / "none.json").exists()
 
 
