@@ -80,9 +80,9 @@ def _union_ns(spans) -> float:
     return busy
 
 
-def summarize(xplane_path: str, hlo_text: str, *, steps: int, wall_s: float,
-              top: int = 12) -> dict:
-    """Time per step by kind of work and for the ``top`` heaviest ops, in ms, and the share
+def summarize(xplane_path: str, hlo_text: str, *, steps: int, wall_s: float) -> dict:
+    """Time per step by kind of work and for every op, heaviest first ("ops", all of them:
+    the benchmark's JSON is what a scarce GPU run leaves to study), in ms, and the share
     of the wall time during which the device ran any op; with each op's bytes and
     convolution FLOPs per call (``hlo_cost``), from which ``table`` gives the rates they
     ran at."""
@@ -117,7 +117,7 @@ def summarize(xplane_path: str, hlo_text: str, *, steps: int, wall_s: float,
                        "flops_per_step": sum(f * c for _, f, c in kind_costs[k]),
                        "floor_costs": kind_costs[k]}
                       for k in hlo.KINDS if by_kind[k]],
-            "top": rows[:top]}
+            "ops": rows}
 
 
 def _num(x: float) -> str:
@@ -132,9 +132,9 @@ def _rates(ms: float, nbytes: float, flops: float, floor_s: float | None) -> lis
 
 
 def table(summary: dict, bandwidth: float | None = None,
-          peak_flops: float | None = None) -> str:
-    """The summary as two Markdown tables: kinds of work, then the heaviest ops, each with
-    the GB/s and convolution TFLOP/s it ran at; given the device's ``bandwidth`` and
+          peak_flops: float | None = None, top: int = 12) -> str:
+    """The summary as two Markdown tables: kinds of work, then the ``top`` heaviest ops,
+    each with the GB/s and convolution TFLOP/s it ran at; given the device's ``bandwidth`` and
     ``peak_flops``, also its roofline floor's share of its time (100%: at the roofline)."""
     s = summary
     floors = bandwidth is not None and peak_flops is not None
@@ -156,7 +156,7 @@ def table(summary: dict, bandwidth: float | None = None,
                    floor(k["floor_costs"]))) + " |")
     lines += ["", "| op | kind | ms/step | calls/step | " + " | ".join(extra)
               + " | output | from |", "|---|---|---|---|" + "---|" * (len(extra) + 2)]
-    for r in s["top"]:
+    for r in s["ops"][:top]:
         src = r["source"].split("/", 1)[-1][-70:]
         shape = re.sub(r"\{[^}]*\}", "", r["shape"])[:40]  # Layouts dropped: too long.
         c = r["calls_per_step"]

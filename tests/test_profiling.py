@@ -22,18 +22,21 @@ def test_a_traced_program_is_split_into_kinds_of_work(tmp_path):
     jax.block_until_ready(compiled(x))
     path, wall = profiling.capture(lambda: [jax.block_until_ready(compiled(x))
                                             for _ in range(3)], str(tmp_path))
-    s = profiling.summarize(path, compiled.as_text(), steps=3, wall_s=wall, top=50)
+    s = profiling.summarize(path, compiled.as_text(), steps=3, wall_s=wall)
     kinds = {r["kind"]: r for r in s["kinds"]}
     assert {"convolution", "matmul"} <= set(kinds), s["kinds"]
     assert sum(r["share"] for r in s["kinds"]) == pytest.approx(1.0)
     assert s["op_ms_per_step"] > 0 and 0 < s["busy_ms_per_step"] <= s["op_ms_per_step"] + 1e-6
-    assert s["top"][0]["ms_per_step"] >= s["top"][-1]["ms_per_step"]
-    assert all(r["calls_per_step"] == pytest.approx(1.0) for r in s["top"])
-    conv = next(r for r in s["top"] if r["kind"] == "convolution")
+    assert s["ops"][0]["ms_per_step"] >= s["ops"][-1]["ms_per_step"]
+    assert all(r["calls_per_step"] == pytest.approx(1.0) for r in s["ops"])
+    conv = next(r for r in s["ops"] if r["kind"] == "convolution")
     assert conv["bytes_per_call"] == 4 * (2 * 8 * 32 * 32 * 16 + 3 * 3 * 16 * 16)
     assert sum(k["bytes_per_step"] for k in s["kinds"]) == pytest.approx(
-        sum(r["bytes_per_call"] * r["calls_per_step"] for r in s["top"]))
+        sum(r["bytes_per_call"] * r["calls_per_step"] for r in s["ops"]))
     text = profiling.table(s)
+    assert len(s["ops"]) > 2  # Every op is kept; the table lists the heaviest.
+    two = profiling.table(s, top=2).splitlines()
+    assert sum(ln.startswith(f"| {r['op']} |") for r in s["ops"] for ln in two) == 2
     assert "| convolution |" in text and "device busy" in text and "of its floor" not in text
 
     def conv_row(table):
