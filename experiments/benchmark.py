@@ -4,8 +4,9 @@
       --dtypes=float32,bfloat16 --steps_per_dispatch=1,10 \
       --torch=eager:float32,eager:bfloat16:cl,compile:bfloat16 --out=benchmark.json
 
-Prints a Markdown table (gan_jax rows carry their speed over the best PyTorch setting of
-the same model and batch) and writes every row to --out as JSON. Without PyTorch
+Prints a Markdown table (gan_jax rows carry their speed per device over the best PyTorch
+setting of the same model and batch; gan_jax runs on --devices, 1 by default, as PyTorch
+does) and writes every row to --out as JSON. Without PyTorch
 installed, or with --torch=, only gan_jax runs. --preset=h200 is the whole GPU run
 (experiments/gpu_benchmark.sh), --preset=cpu a small one for a laptop; flags given
 with a preset override its values.
@@ -53,6 +54,9 @@ _TORCH = flags.DEFINE_list(
     "torch", ["eager:float32", "eager:bfloat16", "eager:bfloat16:cl", "compile:float32",
               "compile:bfloat16"], "PyTorch settings, mode:dtype[:cl] ('' for none); mode: eager, "
     "compile, or torch.compile's reduce-overhead (CUDA graphs) or max-autotune.")
+_DEVICES = flags.DEFINE_integer("devices", 1, "gan_jax's devices: the first N of this "
+                                "process's (0: all). PyTorch's reference runs on one; a row "
+                                "on several is set against it per device.")
 _WINDOWS = flags.DEFINE_integer("windows", 5, "Timed windows (the median is reported).")
 _WINDOW_STEPS = flags.DEFINE_integer("window_steps", 20, "Steps per timed window.")
 _OUT = flags.DEFINE_string("out", "benchmark.json", "JSON file for all rows (written at the "
@@ -107,7 +111,8 @@ def _xla_variant(model, batch, dtype, k, xla_flags, peak, spec=""):
         cmd = [sys.executable, "-m", "experiments.benchmark", f"--models={model}",
                f"--batch_sizes={batch}", f"--dtypes={dtype}", f"--steps_per_dispatch={k}",
                "--torch=", f"--windows={_WINDOWS.value}", f"--window_steps={_WINDOW_STEPS.value}",
-               f"--matmul_peak={peak}", f"--variant={spec}", f"--out={out}"]
+               f"--matmul_peak={peak}", f"--variant={spec}", f"--devices={_DEVICES.value}",
+               f"--out={out}"]
         r = subprocess.run(cmd, env=env, cwd=root, capture_output=True, text=True)
         if r.returncode:
             raise RuntimeError(f"exit {r.returncode}: {r.stderr.strip()[-400:]}")
@@ -148,7 +153,8 @@ def _display_order(r):
 def _time_gan_jax(model, batch, dtype, k, peak, **kwargs):
     """One gan_jax row with the run's window flags; ``kwargs``: profile_dir, ablations."""
     return benchmark.time_gan_jax(model, batch, dtype, k, windows=_WINDOWS.value,
-                                  window_steps=_WINDOW_STEPS.value, peak_flops=peak, **kwargs)
+                                  window_steps=_WINDOW_STEPS.value, peak_flops=peak,
+                                  devices=_DEVICES.value, **kwargs)
 
 
 def _ablations(model, batch, dtype, k, peak, add, budget, estimate_s, skipped):
@@ -230,6 +236,15 @@ def _main():
         if dtype not in DTYPES:
             raise errors.ConfigError(f"Unknown --dtypes entry {dtype!r}; choose from "
                                      f"{', '.join(DTYPES)}.")
+    count = jax.device_count()
+    if not 0 <= _DEVICES.value <= count:
+        raise errors.ConfigError(f"--devices={_DEVICES.value}, but this process has {count} "
+                                 f"device(s); use 1 to {count}, or 0 for all of them.")
+    for b in _BATCHES.value:
+        if int(b) % (_DEVICES.value or count):
+            raise errors.ConfigError(f"Batch size {b} does not split evenly over "
+                                     f"{_DEVICES.value or count} devices; use multiples of "
+                                     "it in --batch_sizes, or fewer --devices.")
     peak = _PEAK.value or benchmark.matmul_peak()
     profile_dir = _PROFILE_DIR.value or (tempfile.mkdtemp(prefix="gan_jax_profile_")
                                          if _PROFILE.value else "")
@@ -244,6 +259,7 @@ def _main():
     meta = {"device": jax.devices()[0].device_kind, "backend": jax.default_backend(),
             "jax": jax.__version__, "matmul_peak_tflops": peak / 1e12, "argv": sys.argv,
             "xla_flags": os.environ.get("XLA_FLAGS", ""), "time_budget_s": _BUDGET.value,
+            "devices": _DEVICES.value or count,
             "skipped": []}
     rows = []
 

@@ -22,10 +22,11 @@ MODELS = {"dcgan64": (64, 3, 64), "dcgan32": (32, 3, 64), "dcgan28": (28, 1, 32)
 
 
 def bench_config(model: str, batch: int, dtype: str, k: int, share_fake: bool = True,
-                 d_joint_pass: bool = False):
+                 d_joint_pass: bool = False, devices: int = 0):
     """The trainer config of the benchmarked step: one D + one G update, non-saturating
     loss, Adam(2e-4, 0.5); ``share_fake``: G reuses D's fake batch, as PyTorch's DCGAN;
-    ``d_joint_pass``: D scores real and fake in one call."""
+    ``d_joint_pass``: D scores real and fake in one call; ``devices``: the first N of
+    this process's (0: all)."""
     if model not in MODELS:
         raise ConfigError(f"Unknown benchmark model {model!r}; choose from {sorted(MODELS)}.")
     _, _, width = MODELS[model]
@@ -33,6 +34,7 @@ def bench_config(model: str, batch: int, dtype: str, k: int, share_fake: bool = 
     c.model.name, c.model.g_width, c.model.d_width = "dcgan", width, width
     c.dtype, c.batch_size, c.steps_per_dispatch = dtype, batch, k
     c.share_fake, c.d_joint_pass = share_fake, d_joint_pass
+    c.parallel.num_devices = devices
     for opt in (c.optimizer.g, c.optimizer.d):
         opt.learning_rate, opt.b1, opt.b2, opt.eps = 2e-4, 0.5, 0.999, 1e-8
     c.num_steps = c.log_every = c.sample_every = c.checkpoint.every = k
@@ -203,13 +205,13 @@ def _dataset_shape(model: str, batch: int) -> tuple[int, ...]:
 
 
 def _engine(model: str, batch: int, dtype: str, k: int, variant: dict, mesh=None,
-            images=None):
+            images=None, devices: int = 0):
     """The trainer's engine for a benchmark setting, and the setting's full variant."""
     unknown = sorted(set(variant) - set(VARIANTS))
     if unknown:
         raise TypeError(f"Got unknown ablations {unknown}; choose from {sorted(VARIANTS)}.")
     v = {**DEFAULTS, **variant}
-    config = bench_config(model, batch, dtype, k, v["share_fake"], v["d_joint_pass"])
+    config = bench_config(model, batch, dtype, k, v["share_fake"], v["d_joint_pass"], devices)
     config.model.upsample, config.model.bn_grad = v["upsample"], v["bn_grad"]
     config.norm_metrics = v["norm_metrics"]
     shape = _dataset_shape(model, batch)[1:]
@@ -255,14 +257,16 @@ def compile_only(model: str, batch: int, dtype: str, k: int, mesh, **variant) ->
 
 def time_gan_jax(model: str, batch: int, dtype: str, k: int, *, windows: int = 5,
                  window_steps: int = 20, peak_flops: float | None = None,
-                 profile_dir: str | None = None, **variant) -> dict:
+                 profile_dir: str | None = None, devices: int = 1, **variant) -> dict:
     """Times the trainer's K-step program: median over ``windows`` timed windows of about
-    ``window_steps`` steps, synchronising only at window edges, after a warm-up.
+    ``window_steps`` steps, synchronising only at window edges, after a warm-up, on the
+    first ``devices`` devices (0: all; 1 by default, as the PyTorch reference has; MFU is
+    per device, against ``peak_flops`` of one).
     ``variant``: ablations, keys of VARIANTS (missing ones: the trainer's step);
     ``profile_dir``: also trace one more window with ``jax.profiler`` and add its summary
     as "profile"."""
     start = time.perf_counter()
-    engine, v = _engine(model, batch, dtype, k, variant)
+    engine, v = _engine(model, batch, dtype, k, variant, devices=devices)
     state = engine.new_state()
     step_flops = flops.count(engine.train_step, jax.eval_shape(lambda: state),
                              jax.ShapeDtypeStruct((batch, *engine.image_shape), jnp.uint8))
@@ -313,7 +317,7 @@ def time_gan_jax(model: str, batch: int, dtype: str, k: int, *, windows: int = 5
            "variant": {key: x for key, x in v.items() if x != DEFAULTS[key]}, "profile": profile,
            "kernels": census.take(engine.hlo_text()),
            "wall_s": time.perf_counter() - start, "profile_s": profile_s}
-    out["mfu"] = step_flops / s / peak_flops if peak_flops else None
+    out["mfu"] = step_flops / s / (peak_flops * engine.shards) if peak_flops else None
     return out
 
 
@@ -331,26 +335,28 @@ def step_flops(model: str, batch: int) -> float:
 
 
 def table(rows: list[dict]) -> str:
-    """A Markdown table, with each gan_jax row's speed over the best PyTorch setting (any
-    dtype, layout or mode) of the same model and batch."""
+    """A Markdown table, with each gan_jax row's speed per device over the best PyTorch
+    setting (any dtype, layout or mode; one device) of the same model and batch."""
     best = {}
     for r in rows:
         if r["framework"] == "pytorch":
             key = (r["model"], r["batch"])
             best[key] = max(best.get(key, 0.0), r["img_per_s"])
     lines = ["| framework | setting | model | batch | dtype | ms/step | img/s | TFLOP/s | MFU "
-             "| compile s | mem GiB | vs best PyTorch | d_loss | g_loss |",
+             "| compile s | mem GiB | per device vs best PyTorch | d_loss | g_loss |",
              "|" + "---|" * 14]
     for r in rows:
         ratio = best.get((r["model"], r["batch"]))
         mem = r.get("memory_bytes")
+        n = r.get("devices") or 1
+        setting = r["setting"] + (f", {n} devices" if n > 1 else "")
         lines.append(
-            f"| {r['framework']} | {r['setting']} | {r['model']} | {r['batch']} | {r['dtype']} "
+            f"| {r['framework']} | {setting} | {r['model']} | {r['batch']} | {r['dtype']} "
             f"| {r['ms_per_step']:.2f} | {r['img_per_s']:,.0f} | {r['tflop_per_s']:.2f} | "
             + (f"{r['mfu']:.1%}" if r.get("mfu") else "-")
             + f" | {r.get('compile_s', 0):.1f} | "
             + (f"{mem / 2 ** 30:.2f}" if mem else "-") + " | "
-            + (f"{r['img_per_s'] / ratio:.2f}x" if ratio and r["framework"] == "gan_jax"
+            + (f"{r['img_per_s'] / n / ratio:.2f}x" if ratio and r["framework"] == "gan_jax"
                else "-")
             + f" | {r['d_loss']:.3f} | {r['g_loss']:.3f} |")
     return "\n".join(lines)

@@ -61,6 +61,16 @@ def test_benchmark_times_the_trainer_step_and_reports():
     torch_row = dict(row, framework="pytorch", setting="eager", img_per_s=row["img_per_s"] / 2)
     text = benchmark.table([row, torch_row])
     assert "| gan_jax | jit K=2 | dcgan28 | 8 | float32 |" in text and "| 2.00x |" in text
+    # One device by default, as PyTorch's reference has (this test process has 4); on
+    # several, MFU and the speed over PyTorch are per device.
+    assert row["devices"] == 1 and jax.device_count() == 4
+    assert np.isclose(row["mfu"], row["tflop_per_s"] / 1.0)
+    two = benchmark.time_gan_jax("dcgan28", 8, "float32", 2, windows=1, window_steps=2,
+                                 peak_flops=1e12, devices=2)
+    assert two["devices"] == 2 and np.isclose(two["mfu"], two["tflop_per_s"] / 2.0)
+    torch_row["img_per_s"] = two["img_per_s"] / 4
+    assert "| gan_jax | jit K=2, 2 devices | dcgan28 | 8 | float32 |" in benchmark.table(
+        [two, torch_row]) and "| 2.00x |" in benchmark.table([two, torch_row])
     # The program's kernels too, for the floors a GPU run prints (a CPU has no bandwidth).
     step = census.step_of(row["kernels"])
     assert step["total"] > 10 and step["bytes"] > 8 * 28 * 28 * 4

@@ -63,6 +63,12 @@ def test_benchmark_script_profiles_ablates_and_survives_a_failing_setting(tmp_pa
                           f"--out={tmp_path / 'none.json'}"],
                          cwd=REPO, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 1 and "Unknown PyTorch mode 'compiled'" in bad.stderr
+    for flag, message in (("--devices=8", "--devices=8, but this process has 4 device(s)"),
+                          ("--devices=3", "Batch size 8 does not split evenly over 3")):
+        bad = subprocess.run([sys.executable, "-m", "experiments.benchmark", "--batch_sizes=8",
+                              flag, f"--out={tmp_path / 'none.json'}"],
+                             cwd=REPO, capture_output=True, text=True, timeout=120)
+        assert bad.returncode == 1 and message in bad.stderr, bad.stderr[-500:]
     assert "matmul peak" not in bad.stdout  # Refused before anything was measured.
     assert not (tmp_path / "none.json").exists()
 
