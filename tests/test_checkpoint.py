@@ -46,7 +46,8 @@ def _steps(directory):
 def _wait_for(path, proc, timeout=300):
     t = time.time()
     while not path.exists():
-        assert proc.poll() is None, proc.communicate()
+        # A string, not pytest's cut-down repr of a tuple: a crash's stack must show whole.
+        assert proc.poll() is None, "\n".join(proc.communicate())[-6000:]
         assert time.time() - t < timeout
         time.sleep(0.02)
 
