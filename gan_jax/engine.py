@@ -194,7 +194,7 @@ class Engine:
         """Runs K steps; returns (state, metrics stacked over K), both still on the device."""
         if not self.streaming:
             state, metrics = self._run(state, self._images)
-            return state, (jax.tree.map(lambda m: m[0], metrics) if self.pmap else metrics)
+            return state, (parallel.unreplicate(metrics) if self.pmap else metrics)
         if self._next is None:
             self._next = self._prefetch.next()
         _, batches = self._next

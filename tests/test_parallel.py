@@ -94,6 +94,20 @@ def test_unsynced_batchnorm_would_differ(single_device_run):
         _close(single_device_run, parallel.unreplicate(st))
 
 
+def test_unreplicate_takes_the_first_devices_copy_without_a_collective():
+    tree = {"w": jnp.arange(6.0).reshape(2, 3), "step": jnp.asarray(7)}
+    stacked = parallel.replicate(tree)
+    from_pmap = jax.pmap(lambda t: jax.tree.map(lambda x: x + 1, t))(stacked)
+    first = jax.local_devices()[0]
+    for got, want in [(parallel.unreplicate(stacked), tree),
+                      (parallel.unreplicate(from_pmap), jax.tree.map(lambda x: x + 1, tree))]:
+        for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+            assert g.shape == w.shape
+            np.testing.assert_array_equal(np.asarray(g), np.asarray(w))
+            # x[0] gave an array on all four devices, computed by an all-reduce.
+            assert g.sharding.device_set == {first}
+
+
 class _StepOnly(flax.struct.PyTreeNode):
     step: jax.Array
 
