@@ -1,6 +1,7 @@
 """Step-throughput benchmark of the exact step the trainer runs (gan_jax.engine.Engine with
 device-resident data), with model FLOPs from layer shapes and MFU against a matmul peak
 measured in the same process."""
+import functools
 import math
 import statistics
 import time
@@ -259,9 +260,10 @@ def time_gan_jax(model: str, batch: int, dtype: str, k: int, *, windows: int = 5
                  window_steps: int = 20, peak_flops: float | None = None,
                  profile_dir: str | None = None, devices: int = 1, **variant) -> dict:
     """Times the trainer's K-step program: median over ``windows`` timed windows of about
-    ``window_steps`` steps, synchronising only at window edges, after a warm-up, on the
-    first ``devices`` devices (0: all; 1 by default, as the PyTorch reference has; MFU is
-    per device, against ``peak_flops`` of one).
+    ``window_steps`` steps, synchronising only at window edges (and every 8 dispatches on
+    several CPU devices, as XLA:CPU needs), after a warm-up, on the first ``devices``
+    devices (0: all; 1 by default, as the PyTorch reference has; MFU is per device,
+    against ``peak_flops`` of one).
     ``variant``: ablations, keys of VARIANTS (missing ones: the trainer's step);
     ``profile_dir``: also trace one more window with ``jax.profiler`` and add its summary
     as "profile"."""
@@ -275,15 +277,21 @@ def time_gan_jax(model: str, batch: int, dtype: str, k: int, *, windows: int = 5
     compile_s = time.perf_counter() - t
     dispatches = max(1, window_steps // k)
     box = {"state": state}
+    # XLA:CPU gives a multi-device program's shares one thread each from a pool of
+    # max(cores, devices), and a 33rd program in flight on a device blocks a thread until
+    # one ends: too far ahead, a share never gets a thread and the process aborts after
+    # 40 s (200 one-step dispatches on 4 fake devices did). GPUs have no such limit.
+    sync_every = 8 if engine.shards > 1 and jax.default_backend() == "cpu" else dispatches
 
-    def window():
-        for _ in range(dispatches):
+    def run(n):
+        for i in range(1, n + 1):
             box["state"], box["metrics"] = engine.dispatch(box["state"])
+            if i % sync_every == 0:
+                jax.block_until_ready(box["state"])
         jax.block_until_ready(box["state"])
 
-    for _ in range(max(2, dispatches // 2)):  # warm-up
-        box["state"], box["metrics"] = engine.dispatch(box["state"])
-    jax.block_until_ready(box["state"])
+    window = functools.partial(run, dispatches)
+    run(max(2, dispatches // 2))  # warm-up
     per_step = []
     for _ in range(windows):
         t = time.perf_counter()

@@ -77,6 +77,17 @@ def test_benchmark_times_the_trainer_step_and_reports():
     assert targets.device_bandwidth(jax.devices()[0]) is None
 
 
+def test_many_dispatches_ahead_on_four_cpu_devices_finish():
+    # Unsynchronised, 150 one-step dispatches aborted XLA:CPU 3 times in 3 (a share of a
+    # 4-device program found no free thread for 40 s); a subprocess, so a regression fails
+    # this test rather than killing the pytest worker.
+    code = ("from gan_jax import benchmark; r = benchmark.time_gan_jax('dcgan28', 8, "
+            "'float32', 1, windows=1, window_steps=100, devices=0); print(r['devices'])")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0 and out.stdout.split()[-1] == "4", out.stderr[-3000:]
+
+
 def test_pytorch_reference_runs_the_same_model():
     torch = __import__("pytest").importorskip("torch", reason="PyTorch is an optional extra")
     from gan_jax import torch_reference
