@@ -68,8 +68,25 @@ def load_generator(workdir, *, step: int | None = None, ema: bool = True):
 
 
 def latents(seed: int, num: int, z_dim: int):
-    """The latent batch of ``seed``: the same seed draws the same images, in any chunking."""
+    """The latent batch of ``seed``, drawn whole: the same seed gives the same ``z`` however
+    it is later cut into chunks."""
     return jax.random.normal(jax.random.PRNGKey(seed), (num, z_dim), jnp.float32)
+
+
+def in_chunks(draw, z_BZ, chunk: int):
+    """Yields ``draw``'s images for ``z_BZ`` in order, ``chunk`` latents per call. Every call
+    gets exactly ``chunk`` latents, the last topped up with the first ones and cut back:
+    EMA draws of a BatchNorm generator use the batch's own statistics, and a small leftover
+    batch (1 image of 10,001) would be normalised by itself. It also keeps one shape to
+    compile. With batch statistics the images depend on ``chunk``; keep it fixed."""
+    n = len(z_BZ)
+    if n <= chunk:
+        yield draw(z_BZ)
+        return
+    for i in range(0, n, chunk):
+        z = z_BZ[i:i + chunk]
+        k = len(z)
+        yield draw(z if k == chunk else jnp.concatenate([z, z_BZ[:chunk - k]]))[:k]
 
 
 def from_checkpoint(workdir, num: int = 64, *, step: int | None = None, ema: bool = True,
@@ -79,5 +96,5 @@ def from_checkpoint(workdir, num: int = 64, *, step: int | None = None, ema: boo
     alone, so the same call draws the same images. Returns (images, step)."""
     draw, z_dim, step, _ = load_generator(workdir, step=step, ema=ema)
     z = latents(seed, num, z_dim)
-    out = [to_uint8(draw(z[i:i + chunk])) for i in range(0, num, chunk)]
+    out = [to_uint8(x) for x in in_chunks(draw, z, chunk)]
     return np.concatenate(out), step

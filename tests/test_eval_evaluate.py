@@ -1,5 +1,6 @@
 """Evaluating checkpoints and generators: eval.jsonl lines and their provenance, all-or-nothing
 appends, reference caching, and the errors for bad images or too few samples."""
+import dataclasses
 import json
 import os
 import threading
@@ -114,6 +115,14 @@ def test_bad_images_say_what_was_expected(mnist_ex, draw, message):
         evaluate.evaluate_generator(draw, 20, z_dim=4, extractor=mnist_ex, reference=ref)
 
 
+def test_a_reference_of_another_extractor_is_refused(mnist_ex):
+    ref = reference.from_images(mnist_ex, np.zeros((20, 28, 28, 1), np.uint8), {})
+    other = dataclasses.replace(mnist_ex, info={**mnist_ex.info, "code_sha256": "0" * 16})
+    with pytest.raises(metrics.MetricError, match="another extractor \\(code_sha256: "
+                                                  "'[0-9a-f]{16}' in the reference, '0{16}' here"):
+        evaluate.evaluate_generator(_generator(), 20, z_dim=4, extractor=other, reference=ref)
+
+
 def test_too_few_samples_fail_before_any_image_is_drawn(mnist_ex):
     ref = reference.from_images(mnist_ex, np.zeros((2000, 28, 28, 1), np.uint8), {})
     calls = []
@@ -135,6 +144,9 @@ def test_reference_cache_is_checked(mnist_ex, mnist_dir, tmp_path):
     meta = json.loads(npz.with_suffix(".json").read_text())
     assert meta["identity"]["weights_sha256"] == mnist_ex.info["weights_sha256"]
     assert meta["identity"]["num"] == 300 and meta["images_sha256"]
+    # Statistics made by other feature or loader code are not reused.
+    assert meta["identity"]["code_sha256"] == mnist_ex.info["code_sha256"]
+    assert len(meta["identity"]["loader_sha256"]) == 16
     blob = bytearray(npz.read_bytes())
     blob[-100] ^= 1  # One flipped bit: the checksum catches it and the stats are recomputed.
     npz.write_bytes(bytes(blob))

@@ -31,6 +31,12 @@ def test_output_shapes_through_the_extractor(random_flat):
     assert out.features.shape == (3, 2048) and out.logits.shape == (3, 1008)
     assert np.isfinite(out.features).all() and out.features.std() > 0
     assert out.moments.cov.shape == (2048, 2048)
+    # The Inception Score's logits: pool3 times the kernel, the bias left out.
+    kernel = random_flat["fc/kernel"].astype(np.float64)
+    unbiased = out.features.astype(np.float64) @ kernel
+    scale = np.abs(unbiased).max()
+    assert np.abs(out.logits - unbiased).max() < 1e-5 * scale
+    assert np.abs(out.logits - (unbiased + random_flat["fc/bias"])).max() > 1e-2 * scale
 
 
 def test_parameter_count_and_names():

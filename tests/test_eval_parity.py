@@ -49,7 +49,9 @@ def _torch_features(net, fc, images):
     with torch.no_grad():
         x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
         pool3 = net(x)[0].squeeze(-1).squeeze(-1)
-        return pool3.numpy().astype(np.float64), fc(pool3).numpy().astype(np.float64)
+        # The Inception Score's logits leave out the bias (torch-fidelity's logits_unbiased).
+        logits = pool3 @ fc.weight.T
+        return pool3.numpy().astype(np.float64), logits.numpy().astype(np.float64)
 
 
 def test_features_and_fid_agree_with_pytorch_fid(both):

@@ -51,8 +51,7 @@ def check_counts(metrics, num: int, ref_n: int | None, *, kid_subset_size: int,
 
 def _batches(draw, z, batch_size: int):
     """Extractor-sized batches of generated images, drawn DRAW_CHUNK latents at a time."""
-    for i in range(0, len(z), DRAW_CHUNK):
-        images = draw(z[i:i + DRAW_CHUNK])
+    for images in sampling.in_chunks(draw, z, DRAW_CHUNK):
         yield from features_lib.padded_batches(images, batch_size, xp=jnp)
 
 
@@ -90,10 +89,12 @@ def evaluate_generator(draw, num: int, *, z_dim: int, extractor, reference, metr
     check_counts(metrics, num, reference.n, kid_subset_size=kid_subset_size,
                  is_splits=is_splits, knn_num=knn_num)
     ref_ex = reference.provenance["identity"]
-    if ref_ex.get("weights_sha256") != extractor.info["weights_sha256"]:
+    differ = [f"{k}: {ref_ex.get(k)!r} in the reference, {v!r} here"
+              for k, v in extractor.describe().items() if ref_ex.get(k) != v]
+    if differ:
         raise M.MetricError("The reference statistics were computed with another extractor ("
-                            f"{ref_ex.get('extractor')} {ref_ex.get('weights_sha256')}) than "
-                            f"{extractor.name} {extractor.info['weights_sha256']}.")
+                            + "; ".join(differ) + "); compute them with this one, e.g. "
+                            "reference.get(extractor, dataset).")
     t = time.time()
     fake = features_lib.extract(extractor, _batches(draw, sampling.latents(seed, num, z_dim),
                                                     extractor.batch_size),

@@ -8,6 +8,8 @@ are measured as they would be saved, on the grid the real images live on.
 """
 import dataclasses
 import functools
+import hashlib
+import pathlib
 from typing import Callable, Iterable
 
 import jax
@@ -19,6 +21,15 @@ from gan_jax.eval.metrics import MomentAccumulator, Moments
 
 EXTRACTORS = ("inception", "mnist")
 _RANGE_TOLERANCE = 1e-3
+
+
+def code_sha256(*paths) -> str:
+    """A hash of the source that turns images into features (this file and ``paths``): cached
+    reference statistics made by other code are not reused."""
+    h = hashlib.sha256()
+    for path in (__file__, *paths):
+        h.update(pathlib.Path(path).read_bytes())
+    return h.hexdigest()[:16]
 
 
 class ImageError(GanJaxError, ValueError):
@@ -43,6 +54,7 @@ class Extractor:
 def inception(params, *, weights_sha256: str, resize: int = 299, dtype=jnp.float32,
               batch_size: int = 200) -> Extractor:
     """The FID Inception from a Flax ``params`` tree (``inception_weights.load``)."""
+    from gan_jax.eval import inception as net
     from gan_jax.eval.inception import FEATURE_DIM, FIDInceptionV3
     model = FIDInceptionV3(resize=resize, dtype=dtype)
     small = 75 if resize is None else 1
@@ -54,11 +66,12 @@ def inception(params, *, weights_sha256: str, resize: int = 299, dtype=jnp.float
         info={"weights_sha256": weights_sha256, "resize": f"bilinear {resize}x{resize}, "
               "align_corners=False, no antialias (pytorch-fid)" if resize else "none",
               "dtype": jnp.dtype(dtype).name, "features": "pool3 (2048)",
-              "logits": "fc (1008)"},
+              "logits": "fc without bias (1008)", "code_sha256": code_sha256(net.__file__)},
         batch_size=batch_size)
 
 
 def mnist(params, *, meta: dict, batch_size: int = 1000) -> Extractor:
+    from gan_jax.eval import mnist_classifier as net
     from gan_jax.eval.mnist_classifier import FEATURE_DIM, LeNet
     model = LeNet()
     return Extractor(
@@ -67,7 +80,8 @@ def mnist(params, *, meta: dict, batch_size: int = 1000) -> Extractor:
         image_shapes="NHWC 28x28x1 (MNIST)", accepts=lambda h, w, c: (h, w, c) == (28, 28, 1),
         info={"weights_sha256": meta["weights_sha256"], "resize": "none",
               "classifier_test_accuracy": meta["test_accuracy"], "classifier_key": meta["key"],
-              "features": f"penultimate ({FEATURE_DIM})", "logits": "10 classes"},
+              "features": f"penultimate ({FEATURE_DIM})", "logits": "10 classes",
+              "code_sha256": code_sha256(net.__file__)},
         batch_size=batch_size)
 
 

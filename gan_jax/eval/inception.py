@@ -6,7 +6,8 @@ pools of the A, C and first E blocks exclude padding (TF's pooling), the last E 
 (Mixed_7c) pools by max, BatchNorm's eps is 1e-3, and the classifier has 1008 classes.
 Inputs are images in [-1, 1], NHWC, resized to 299x299 bilinearly like
 ``F.interpolate(mode="bilinear", align_corners=False)`` without antialiasing. Outputs are
-the 2048-d pool3 features and the 1008 logits. Parameter names follow the PyTorch state dict
+the 2048-d pool3 features and the 1008 logits without the classifier's bias (the
+Inception Score's definition). Parameter names follow the PyTorch state dict
 (``Mixed_5b/branch1x1/conv/kernel`` for ``Mixed_5b.branch1x1.conv.weight``); every array,
 BatchNorm statistics included, lives in the ``params`` collection.
 """
@@ -164,6 +165,20 @@ def resize_bilinear(x_NHWC, size: int):
     return jnp.einsum("pw,nowc->nopc", rw, x, precision=hi)
 
 
+class _UnbiasedFC(nn.Module):
+    """The classifier's logits without its bias, as the Inception Score defines them (the
+    original TF code and torch-fidelity's ``logits_unbiased``). The bias stays a parameter,
+    so the weights file loads whole."""
+    features: int
+
+    @nn.compact
+    def __call__(self, x):
+        kernel = self.param("kernel", nn.initializers.lecun_normal(),
+                            (x.shape[-1], self.features))
+        self.param("bias", nn.initializers.zeros_init(), (self.features,))
+        return jnp.dot(x, kernel, precision="highest")
+
+
 class FIDInceptionV3(nn.Module):
     """(pool3 features [N, 2048], logits [N, 1008]) of images in [-1, 1], NHWC, 1 or 3
     channels. ``resize`` is the side the input is resized to (299 for FID; any side >= 75
@@ -197,5 +212,4 @@ class FIDInceptionV3(nn.Module):
         x = InceptionE(max_pool=False, dtype=self.dtype, name="Mixed_7b")(x)
         x = InceptionE(max_pool=True, dtype=self.dtype, name="Mixed_7c")(x)
         pool3 = x.astype(jnp.float32).mean(axis=(1, 2))
-        logits = nn.Dense(NUM_CLASSES, dtype=jnp.float32, name="fc")(pool3)
-        return pool3, logits
+        return pool3, _UnbiasedFC(NUM_CLASSES, name="fc")(pool3)

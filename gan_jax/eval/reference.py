@@ -1,5 +1,5 @@
-"""Reference statistics of a real dataset: computed once per (dataset, split, extractor and
-its weights, image count) and cached as an .npz (float64 mean and covariance, the float32
+"""Reference statistics of a real dataset: computed once per (dataset, split, extractor, its
+weights and source code, image count) and cached as an .npz (float64 mean and covariance, the float32
 features that KID and the k-NN metrics compare against) next to a JSON file holding the
 .npz's sha256 and the provenance that produced it.
 """
@@ -83,8 +83,10 @@ def get(extractor: features_lib.Extractor, dataset: str, split: str = "train", *
     data_dir = sources.resolve_data_dir(data_dir)
     ds = _dataset_identity(dataset, split, data_dir)
     count = ds["split_size"] if num is None else min(num, ds["split_size"])
+    # The loader's source too: it crops and resizes the images the statistics are of.
     identity = {"dataset": dataset, "split": split, "num": count, "image_key": image_key,
-                "resolution": resolution, **ds, **extractor.describe()}
+                "resolution": resolution, **ds, **extractor.describe(),
+                "loader_sha256": features_lib.code_sha256(sources.__file__)}
     root = pathlib.Path(cache_dir) if cache_dir else cache_root()
     stem = f"{dataset}-{split}-{extractor.name}-{count}-{_key(identity)}"
     npz_path, json_path = root / f"{stem}.npz", root / f"{stem}.json"
