@@ -9,6 +9,8 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from gan_jax.noise import per_example
+
 
 class AdversarialLoss(NamedTuple):
     d: Callable[[jax.Array, jax.Array], jax.Array]
@@ -69,9 +71,11 @@ def _sq_norms(g_BHWC):
     return jnp.sum(jnp.square(_f32(g_BHWC)).reshape(g_BHWC.shape[0], -1), axis=1)
 
 
-def gradient_penalty(d_fn, real_BHWC, fake_BHWC, key, target: float = 1.0):
-    """WGAN-GP: E[(||grad D(x_hat)|| - target)^2] on random interpolates of real and fake."""
-    eps = jax.random.uniform(key, (real_BHWC.shape[0],) + (1,) * (real_BHWC.ndim - 1))
+def gradient_penalty(d_fn, real_BHWC, fake_BHWC, key, target: float = 1.0, axis_name=None):
+    """WGAN-GP: E[(||grad D(x_hat)|| - target)^2] on random interpolates of real and fake.
+    Under ``pmap`` pass ``axis_name``: each device takes its share of the global draw."""
+    eps = per_example(jax.random.uniform, key,
+                      (real_BHWC.shape[0],) + (1,) * (real_BHWC.ndim - 1), axis_name=axis_name)
     x_hat = eps * _f32(real_BHWC) + (1.0 - eps) * _f32(fake_BHWC)
     norms = jnp.sqrt(_sq_norms(_input_grad(d_fn, x_hat)) + 1e-12)
     return jnp.mean((norms - target) ** 2)

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import optax
 
 from gan_jax import losses as losses_lib
+from gan_jax.noise import per_example
 from gan_jax.state import GANState
 
 Metrics = dict[str, jax.Array]
@@ -62,12 +63,24 @@ def _normal(key, shape, axis_name, sharding=None):
     devices together see exactly what one device would on the whole batch. ``sharding``
     (under ``jit`` over a mesh) lays the draw out like the real batch; the numbers do not
     depend on it (JAX's partitionable threefry)."""
-    if axis_name is None:
-        z = jax.random.normal(key, shape, jnp.float32)
-        return z if sharding is None else jax.lax.with_sharding_constraint(z, sharding)
-    n, i = jax.lax.psum(1, axis_name), jax.lax.axis_index(axis_name)
-    full = jax.random.normal(key, (shape[0] * n, *shape[1:]), jnp.float32)
-    return jax.lax.dynamic_slice_in_dim(full, i * shape[0], shape[0])
+    z = per_example(jax.random.normal, key, shape, axis_name=axis_name)
+    return z if sharding is None else jax.lax.with_sharding_constraint(z, sharding)
+
+
+def _per_device(fn, axis_name):
+    """``fn(..., key)`` (an augmentation or a penalty) as called under ``pmap``: given
+    ``axis_name=`` when it takes one, so its draws are the global batch's (``per_example``);
+    otherwise given a key folded with the device index, so devices at least draw apart."""
+    if fn is None or axis_name is None:
+        return fn
+    try:
+        takes_axis = "axis_name" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):  # No signature to read (some builtins).
+        takes_axis = False
+    if takes_axis:
+        return functools.partial(fn, axis_name=axis_name)
+    return lambda *args: fn(*args[:-1],
+                            jax.random.fold_in(args[-1], jax.lax.axis_index(axis_name)))
 
 
 def _pmean(tree, axis_name):
@@ -83,6 +96,7 @@ def d_update(state: GANState, real_BHWC, key, *, G, D, loss, d_penalty=None, aug
     ``joint``: D scores both batches in one call (see ``_score_jointly``): the same numbers
     from half as many, twice as large convolutions. ``z_sharding``: see ``_normal``."""
     z_key, pen_key, aug_key = jax.random.split(key, 3)
+    augment, d_penalty = _per_device(augment, axis_name), _per_device(d_penalty, axis_name)
     if fake is None:
         z = _normal(z_key, (real_BHWC.shape[0], G.z_dim), axis_name, z_sharding)
         fake, g_vars = apply_model(G, state.g_params, state.g_vars, z, train=True)
@@ -127,6 +141,7 @@ def g_update(state: GANState, batch_size: int, key, *, G, D, loss, augment=None,
     """One optimizer step of G on a fresh latent batch (or on ``z``, keeping the BatchNorm
     statistics its earlier forward left), against the current D."""
     z_key, aug_key = jax.random.split(key)
+    augment = _per_device(augment, axis_name)
     keep_g_vars = z is not None
     if z is None:
         z = _normal(z_key, (batch_size, G.z_dim), axis_name, z_sharding)
@@ -150,6 +165,7 @@ def g_update_from_fake(state: GANState, fake, g_vjp, key, *, D, loss, augment=No
     back through ``g_vjp`` (from ``jax.vjp`` of G's forward), so G runs forward once per
     step, as PyTorch code that reuses the fake batch does."""
     _, aug_key = jax.random.split(key)
+    augment = _per_device(augment, axis_name)
 
     def loss_of_fake(x):
         if augment is not None:
@@ -180,8 +196,8 @@ def ema_update(ema, params, step, decay: float, start: int = 0):
 def penalty(kind: str, weight: float):
     """A ``d_penalty`` for ``make_train_step``: "gp" (WGAN-GP) or "r1" (applies weight / 2)."""
     if kind == "gp":
-        return lambda d_fn, real, fake, key: weight * losses_lib.gradient_penalty(
-            d_fn, real, fake, key)
+        return lambda d_fn, real, fake, key, axis_name=None: weight * losses_lib.gradient_penalty(
+            d_fn, real, fake, key, axis_name=axis_name)
     if kind == "r1":
         return lambda d_fn, real, fake, key: 0.5 * weight * losses_lib.r1_penalty(d_fn, real)
     raise ValueError(f"Unknown penalty {kind!r}; choose 'gp' or 'r1'.")
@@ -199,13 +215,15 @@ def make_train_step(G, D, *, loss="non_saturating", n_dis: int = 1, ema_decay: f
     """Returns ``train_step(state, batch) -> (state, metrics)``: n_dis D updates, one G update,
     the EMA update, ``step += 1``. ``loss`` is a name or a ``losses.AdversarialLoss``;
     ``d_penalty(d_fn, real, fake, key) -> scalar`` is added to D's loss (see ``penalty``);
-    ``augment(x, key)`` transforms every image D sees (``gan_jax.data.augment``).
+    ``augment(x, key)`` transforms every image D sees (``gan_jax.data.augment``). Under
+    ``pmap`` both get ``axis_name=`` when they take it (``gan_jax``'s own do), to draw
+    their per-image numbers as one device would; otherwise a per-device key.
 
     For ``jax.pmap`` pass ``axis_name`` (and build G and D with the same ``axis_name`` so
     BatchNorm uses the global batch): then the batch is this device's share, the noise is
     this device's slice of the global draw, and gradients and metrics are averaged, so the
-    devices together train exactly like one device on the whole batch. (A gradient
-    penalty's interpolation noise is the exception: it is drawn per device.)
+    devices together train exactly like one device on the whole batch, augmentation and
+    the gradient penalty's interpolation noise included.
 
     ``share_fake`` (n_dis=1): G's update uses the fake batch of D's update, as the PyTorch
     DCGAN example does. With ``reuse_forward`` G's forward then runs once per step (its

@@ -10,7 +10,7 @@ from jax.sharding import PartitionSpec as P
 
 from gan_jax import parallel, steps, train
 from gan_jax import state as state_lib
-from gan_jax.data import device
+from gan_jax.data import augment, device
 from gan_jax.errors import ConfigError
 from gan_jax.models import dcgan
 from tests.helpers import load_config
@@ -92,6 +92,23 @@ def test_unsynced_batchnorm_would_differ(single_device_run):
         st, _ = step(st, parallel.split_for_pmap(b, 4))
     with pytest.raises(AssertionError):
         _close(single_device_run, parallel.unreplicate(st))
+
+
+def test_pmap_augmentation_and_gradient_penalty_draw_as_one_device_would():
+    # Each device takes its images' share of the global batch's draws, rather than every
+    # device repeating one draw (shifts, colours, cutouts, interpolation weights).
+    kw = dict(augment=augment.make("color,translation,cutout"), d_penalty=steps.penalty("gp", 1.0))
+    G, D = _models()
+    one = jax.jit(_create(G, D))(jax.random.PRNGKey(0))
+    step = jax.jit(steps.make_train_step(G, D, **kw))
+    Gp, Dp = _models(axis_name=parallel.AXIS)
+    st = parallel.replicate(one)
+    pstep = parallel.pmap_step(steps.make_train_step(Gp, Dp, axis_name=parallel.AXIS, **kw))
+    for b in _batches(2):
+        one, m1 = step(one, b)
+        st, m4 = pstep(st, parallel.split_for_pmap(b, 4))
+    np.testing.assert_allclose(m4["d_penalty"][0], m1["d_penalty"], rtol=1e-4)
+    _close(one, parallel.unreplicate(st))
 
 
 def test_unreplicate_takes_the_first_devices_copy_without_a_collective():
