@@ -108,6 +108,16 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
                                 ("parallel.mode", full.parallel.mode, ("jit", "pmap"))):
         if value not in allowed:
             raise ConfigError(f"Config key {key!r} must be one of {allowed}, got {value!r}.")
+    for key, value, low in (("checkpoint.keep", full.checkpoint.keep, 1),
+                            ("nan_rollbacks", full.nan_rollbacks, 0),
+                            ("ema.start", full.ema.start, 0),
+                            ("dataset.resolution", full.dataset.resolution, 0),
+                            ("dataset.max_examples", full.dataset.max_examples, 0)):
+        if value < low:  # keep=0 would delete every checkpoint, the one to resume from too.
+            raise ConfigError(f"Config key {key!r} must be >= {low}, got {value}.")
+    if not 0.0 <= full.ema.decay <= 1.0:
+        raise ConfigError(f"Config key 'ema.decay' must be in [0, 1] (0.999 is usual), got "
+                          f"{full.ema.decay}.")
     _check_eval(full)
     if not full.norm_metrics and full.checkpoint.best_metric.endswith("_norm"):
         raise ConfigError(f"Config key 'checkpoint.best_metric' is "

@@ -144,7 +144,7 @@ class Engine:
             multi = device.make_data_steps(
                 self.train_step, self.k, rows_per_step=self.rows // self.shards, num_examples=n,
                 key=self._data_key, axis_name=parallel.AXIS, order=self._data_order,
-                unroll=self._unroll)
+                unroll=self._unroll, pmap_devices=self.shards)
             return parallel.pmap_step(multi, self._donate)
         multi = device.make_data_steps(
             self.train_step, self.k, rows_per_step=self.rows, num_examples=n,

@@ -9,6 +9,7 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from gan_jax.errors import ConfigError
 from gan_jax.noise import per_example
 
 
@@ -55,8 +56,8 @@ def get(loss) -> AdversarialLoss:
     if isinstance(loss, AdversarialLoss):
         return loss
     if loss not in LOSSES:
-        raise ValueError(f"Unknown loss {loss!r}; choose one of {sorted(LOSSES)} "
-                         "or pass gan_jax.losses.AdversarialLoss(d=..., g=...).")
+        raise ConfigError(f"Unknown loss {loss!r}; choose one of {sorted(LOSSES)} "
+                          "or pass gan_jax.losses.AdversarialLoss(d=..., g=...).")
     return LOSSES[loss]
 
 

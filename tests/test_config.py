@@ -45,6 +45,46 @@ def test_dispatch_multiples():
         config_lib.validate(c)
 
 
+@pytest.mark.parametrize("key,value,message", [
+    ("checkpoint.keep", 0, "'checkpoint.keep' must be >= 1, got 0"),
+    ("nan_rollbacks", -1, "'nan_rollbacks' must be >= 0"),
+    ("ema.start", -5, "'ema.start' must be >= 0"),
+    ("ema.decay", 2.0, r"'ema.decay' must be in \[0, 1\].*got 2.0"),
+    ("dataset.resolution", -1, "'dataset.resolution' must be >= 0"),
+    ("dataset.max_examples", -5, "'dataset.max_examples' must be >= 0"),
+])
+def test_out_of_range_values_are_named(key, value, message):
+    c = config_lib.defaults()
+    group, _, name = key.rpartition(".")
+    (c[group] if group else c)[name] = value
+    with pytest.raises(ConfigError, match=message):
+        config_lib.validate(c)
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("dtype", "float64", "config.dtype must be one of"),
+    ("model.name", "vgg", "config.model.name must be 'mlp' or 'dcgan'"),
+    ("model.upsample", "nearest", "config.model.upsample must be one of"),
+])
+def test_unknown_names_are_config_errors(key, value, message):
+    # ConfigError, so entry points print the message instead of a traceback.
+    from gan_jax import models
+    c = config_lib.defaults()
+    group, _, name = key.rpartition(".")
+    (c[group] if group else c)[name] = value
+    with pytest.raises(ConfigError, match=message):
+        models.build(c.model, (28, 28, 1), c.dtype)
+
+
+def test_unknown_loss_and_augmentation_are_config_errors():
+    from gan_jax import losses
+    from gan_jax.data import augment
+    with pytest.raises(ConfigError, match="Unknown loss 'foo'"):
+        losses.get("foo")
+    with pytest.raises(ConfigError, match="Unknown augmentation"):
+        augment.make("color,blur")
+
+
 def test_diff_lists_changed_keys():
     a = config_lib.to_dict(config_lib.defaults())
     c = config_lib.defaults()

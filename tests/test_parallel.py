@@ -205,6 +205,12 @@ def test_bad_layouts_fail_before_compiling(mnist_dir, tmp_path):
     c.parallel.num_devices = 3
     with pytest.raises(ConfigError, match="32 images does not divide evenly over 3"):
         train.train_and_evaluate(c, tmp_path)
+    # A pmap on 1 of the 4 devices holds all 100 images on it; on all 4, 25 each.
+    kw = dict(rows_per_step=64, num_examples=100, key=jax.random.PRNGKey(0),
+              axis_name=parallel.AXIS)
+    device.make_data_steps(lambda s, b: (s, {}), 1, pmap_devices=1, **kw)
+    with pytest.raises(ConfigError, match="each of the 4 shards has only 25 .*batch_size"):
+        device.make_data_steps(lambda s, b: (s, {}), 1, **kw)
 
 
 @pytest.mark.parametrize("share_fake", [False, True])

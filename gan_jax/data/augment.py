@@ -11,6 +11,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from gan_jax.errors import ConfigError
 from gan_jax.noise import per_example
 
 
@@ -59,7 +60,7 @@ def make(policy: str):
     names = [p.strip() for p in policy.split(",") if p.strip()]
     unknown = [n for n in names if n not in _OPS]
     if unknown:
-        raise ValueError(f"Unknown augmentation(s) {unknown}; choose from {sorted(_OPS)}.")
+        raise ConfigError(f"Unknown augmentation(s) {unknown}; choose from {sorted(_OPS)}.")
     if not names:
         return None
 

@@ -17,6 +17,7 @@ from jax.sharding import PartitionSpec as P
 
 from gan_jax import parallel, steps
 from gan_jax.data import shuffle
+from gan_jax.errors import ConfigError
 
 
 ORDERS = ("shuffled", "sequential")
@@ -45,7 +46,7 @@ def kept_size(num_examples: int, num_shards: int) -> int:
 
 def make_data_steps(train_step, num_steps: int, *, rows_per_step: int, num_examples: int, key,
                     mesh=None, axis_name: str | None = None, order: str = "shuffled",
-                    unroll: bool | int | None = None):
+                    unroll: bool | int | None = None, pmap_devices: int | None = None):
     """Turns ``train_step(state, batch)`` into ``multi(state, images) -> (state, metrics
     stacked over the steps)``: ``num_steps`` steps, each drawing ``rows_per_step`` images
     (``n_dis * batch_size``) from device-resident ``images``.
@@ -57,17 +58,19 @@ def make_data_steps(train_step, num_steps: int, *, rows_per_step: int, num_examp
     benchmark's ablation. The indices of all the steps' batches are computed first, in one
     walk of the shuffle's permutation: its loop has a data-dependent trip count, which a GPU
     tests on the host at each turn, so this is once per call instead of once per step. The
-    batches are the same as step by step. ``unroll``: as ``steps.scan``."""
+    batches are the same as step by step. ``unroll``: as ``steps.scan``. ``pmap_devices``:
+    how many devices the pmap runs on (default: all of this host's)."""
     if order not in ORDERS:
         raise ValueError(f"order must be one of {ORDERS}, got {order!r}.")
     shards = 1 if mesh is None else mesh.devices.size
     if axis_name is not None:
-        shards = jax.local_device_count()
+        shards = pmap_devices or jax.local_device_count()
     n_local = shard_size(num_examples, shards)
     rows_local = rows_per_step if axis_name is not None else rows_per_step // shards
     if rows_local > n_local:
-        raise ValueError(f"One step needs {rows_local} images per shard but each of the "
-                         f"{shards} shards has only {n_local}.")
+        raise ConfigError(f"One step needs {rows_local} images per shard but each of the "
+                          f"{shards} shards has only {n_local} ({num_examples} images); use a "
+                          "smaller batch_size or n_dis, or more images (dataset.max_examples).")
 
     def local(images_local, step, shard):
         idx = _indices(images_local.shape[0], key, step, rows_local, shard, order, num_steps)
