@@ -69,6 +69,7 @@ class Engine:
                 seed=config.seed, shard_index=jax.process_index(),
                 shard_count=jax.process_count(), image_key=ds.image_key,
                 resolution=ds.resolution or None)
+        self.start_position = self.data_position()  # Where a rollback to step 0 reads.
 
     # -- state ---------------------------------------------------------------------------
     def abstract_state(self):
@@ -115,17 +116,24 @@ class Engine:
         return {"shards": self.shards, "iterator": self._next[0]}
 
     def set_data_position(self, position: dict) -> None:
-        if self.streaming:
-            self._pipeline.set_state(position["iterator"])
+        """Moves the input to ``position`` (``data_position``'s), also while it prefetches:
+        the batches read ahead are dropped and reading restarts from there."""
+        if not self.streaming:
+            return
+        running = self._prefetch is not None
+        if running:
+            self._prefetch.close()
+            self._prefetch, self._next = None, None
+        self._pipeline.set_state(position["iterator"])
+        if running:
+            self._start_prefetch()
 
     # -- programs ------------------------------------------------------------------------
     def compile(self, state):
         """Compiles the K-step program for ``state``; returns nothing (time it outside)."""
         if self.streaming:
             multi = steps.scan(self.train_step, self.k, self._unroll)
-            put = lambda host: parallel.put_global(host, self.mesh, P(None, parallel.AXIS))
-            from gan_jax.data import streaming
-            self._prefetch = streaming.DevicePrefetcher(self._pipeline, self.k, put)
+            self._start_prefetch()
             spec = jax.ShapeDtypeStruct((self.k, self.rows, *self.image_shape), jnp.uint8,
                                         sharding=jax.sharding.NamedSharding(
                                             self.mesh, P(None, parallel.AXIS)))
@@ -137,6 +145,11 @@ class Engine:
         else:
             self._images = device.put(self._images_host, mesh=self.mesh)
         self._run = self._data_program().lower(state, self._images).compile()
+
+    def _start_prefetch(self):
+        from gan_jax.data import streaming
+        put = lambda host: parallel.put_global(host, self.mesh, P(None, parallel.AXIS))
+        self._prefetch = streaming.DevicePrefetcher(self._pipeline, self.k, put)
 
     def _data_program(self):
         n = len(self._images_host)

@@ -201,12 +201,13 @@ def train_and_evaluate(config, workdir) -> dict:
         if not (workdir / "config.json").exists():
             logs.atomic_write_bytes(workdir / "config.json", json.dumps(
                 config_lib.to_dict(config), indent=2, sort_keys=True).encode())
-        if resumed_from is not None:
-            logs.drop_lines_after(workdir / "metrics.jsonl", resumed_from)
-            from gan_jax.eval.scheduled import drop_after
-            drop_after(workdir, resumed_from)
-        writer = logs.Writer(workdir, purge_step=None if resumed_from is None
-                             else resumed_from + 1)
+        # Lines past the checkpoint are replayed; with none, a run that died before its
+        # first checkpoint left lines (maybe a torn one) that this run writes afresh.
+        from gan_jax.eval.scheduled import drop_after
+        after = -1 if resumed_from is None else resumed_from
+        logs.drop_lines_after(workdir / "metrics.jsonl", after)
+        drop_after(workdir, after)
+        writer = logs.Writer(workdir, purge_step=after + 1)
     if resumed_from is not None:
         _say(f"gan_jax: resuming from the checkpoint at step {resumed_from}")
 
@@ -264,17 +265,16 @@ def train_and_evaluate(config, workdir) -> dict:
                         raise
                     rollbacks += 1
                     ckpt.wait()
-                    state = (engine.place(ckpt.restore(engine.restore_template())[0])
-                             if ckpt.latest_step() is not None else engine.new_state())
+                    state, meter = _roll_back(ckpt, engine)
                     # A fresh key: the same data, other noise, so the blow-up may not recur.
                     state = state.replace(rng=jax.random.fold_in(state.rng, rollbacks))
                     step = engine.step_of(state)
-                    meter = _Meter()
                     writer.event(step, event="rollback", reason=str(e), attempt=rollbacks)
                     _say(f"gan_jax: {e}\ngan_jax: rolled back to step {step} with a fresh RNG "
                          f"key (rollback {rollbacks} of {config.nan_rollbacks})")
             preempted = signals.received is not None and step < config.num_steps
-            if not preempted:
+            ran = step > first_step
+            if not preempted and ran:
                 save_grids(state, step, final=True)
         finally:
             ckpt.wait()  # Never leave with a save half-done.
@@ -283,6 +283,9 @@ def train_and_evaluate(config, workdir) -> dict:
             writer.close()
 
     loop_s = time.time() - loop_start
+    if not ran and (workdir / "summary.json").exists():  # Rerun of a finished run.
+        _say(f"gan_jax: {workdir} already holds the run to step {step}; nothing to do.")
+        return json.loads((workdir / "summary.json").read_text())
     summary = {"steps": step, "wall_time_s": time.time() - start, "compile_s": compile_s,
                "loop_s": loop_s, "steps_per_s": (step - first_step) / max(loop_s, 1e-9),
                "batch_size": config.batch_size, "backend": jax.default_backend(),
@@ -303,6 +306,21 @@ def train_and_evaluate(config, workdir) -> dict:
              f"({summary['steps_per_s']:,.1f} steps/s in the loop); final grid "
              f"{workdir / 'samples' / 'final.png'}")
     return summary
+
+
+def _roll_back(ckpt, engine):
+    """(state, meter) of the latest checkpoint, or new, with the input moved back to where
+    that checkpoint (or step 0) read it."""
+    meter = _Meter()
+    if ckpt.latest_step() is None:
+        engine.set_data_position(engine.start_position)
+        return engine.new_state(), meter
+    restored, info = ckpt.restore(engine.restore_template())
+    if info["data"].get("shards") == engine.shards:
+        engine.set_data_position(info["data"])
+    if info.get("meter"):
+        meter.load(info["meter"])
+    return engine.place(restored), meter
 
 
 def _check_best_metric(config, step_metrics) -> None:
@@ -333,6 +351,10 @@ def _loop(config, engine, state, step, writer, save_grids, evaluator, save_check
     """Runs dispatches until num_steps or a stop signal. Metrics are read one dispatch late
     except where a log line or checkpoint needs them, so the host rarely waits."""
     pending, last_logged = None, {}
+    last_eval, eval_step, save_at_eval = {}, None, False
+    if evaluator is not None:  # Ranked by an eval metric: each evaluated step is saved.
+        from gan_jax.eval.evaluate import fields
+        save_at_eval = config.checkpoint.best_metric in fields(evaluator.metrics)
     k = config.steps_per_dispatch
     last_log_time, last_log_step, paused = time.time(), step, 0.0
 
@@ -362,12 +384,15 @@ def _loop(config, engine, state, step, writer, save_grids, evaluator, save_check
             save_grids(state, step)
         if evaluator is not None and evaluator.due(step, config.num_steps):
             settle()  # A state whose losses went NaN stops here, before it is evaluated.
-            # Also the checkpoint's metrics, so checkpoint.best_metric can be "fid".
-            last_logged = {**last_logged, **_evaluate(evaluator, engine, state, step, writer)}
+            last_eval, eval_step = _evaluate(evaluator, engine, state, step, writer), step
         stop = signals.stop_requested()
-        if step % config.checkpoint.every == 0 or step == config.num_steps or stop:
+        if (step % config.checkpoint.every == 0 or step == config.num_steps or stop
+                or (save_at_eval and eval_step == step)):
             settle()  # Only a state whose metrics were all finite is saved.
-            save_block_s.append(save_checkpoint(state, last_logged, meter.state()))
+            # Eval values only where they were measured: a checkpoint never carries an
+            # earlier step's FID.
+            metrics = {**last_logged, **(last_eval if eval_step == step else {})}
+            save_block_s.append(save_checkpoint(state, metrics, meter.state()))
         paused += time.time() - t
         if stop:
             break

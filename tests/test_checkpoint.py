@@ -180,6 +180,34 @@ def test_nan_rollback_continues_with_fresh_key(mnist_dir, tmp_path, monkeypatch)
     assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state))
 
 
+def test_nan_rollback_rereads_the_streaming_input_from_the_checkpoint(mnist_dir, tmp_path,
+                                                                     monkeypatch):
+    c = _config(mnist_dir, nan_rollbacks=1, **{"dataset.pipeline": "streaming"})
+    train.train_and_evaluate(c, tmp_path / "straight")
+    _inject_nan_at(monkeypatch, 27, only_rng=_first_rng())
+    assert train.train_and_evaluate(c, tmp_path / "rolled")["rollbacks"] == 1
+    # Steps 21-40 read the same batches again, so the input ends where the straight run's
+    # does; without the rewind it skipped the batches read ahead before the NaN.
+    _, straight = restore(tmp_path / "straight", c)
+    _, rolled = restore(tmp_path / "rolled", c)
+    assert rolled["data"] == straight["data"] and rolled["data"]["next_step"] == 40
+
+
+def test_a_run_without_a_checkpoint_writes_its_logs_afresh(mnist_dir, tmp_path):
+    c = _config(mnist_dir)
+    train.train_and_evaluate(c, tmp_path)
+    lines, summary = metric_lines(tmp_path), (tmp_path / "summary.json").read_bytes()
+    # A finished run run again does nothing and keeps its summary.
+    assert train.train_and_evaluate(c, tmp_path) == json.loads(summary)
+    assert (tmp_path / "summary.json").read_bytes() == summary
+    # What a kill before the first checkpoint leaves: log lines, a torn one, no checkpoint.
+    shutil.rmtree(tmp_path / "checkpoints")
+    with open(tmp_path / "metrics.jsonl", "a") as f:
+        f.write('{"step": 30, "d_lo')
+    train.train_and_evaluate(c, tmp_path)
+    assert metric_lines(tmp_path) == lines
+
+
 def test_resume_with_other_shapes_fails_first_and_changes_nothing(mnist_dir, tmp_path,
                                                                   monkeypatch):
     c = _config(mnist_dir)

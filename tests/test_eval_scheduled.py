@@ -6,6 +6,7 @@ import pytest
 
 from gan_jax import config as config_lib
 from gan_jax import train
+from gan_jax.checkpoint import Checkpointer
 from gan_jax.errors import ConfigError
 from gan_jax.eval import scheduled
 from gan_jax.logs import append_jsonl
@@ -15,14 +16,15 @@ from tests.helpers import load_config
 def test_training_evaluates_on_schedule(private_cache, mnist_dir, tmp_path):
     c = load_config("mnist_mlp", "smoke")  # 40 steps, checkpoints every 20.
     c.dataset.data_dir = mnist_dir
-    c.eval.every, c.eval.num, c.eval.metrics = 20, 300, "fid,kid,is"
+    c.eval.every, c.eval.num, c.eval.metrics = 10, 300, "fid,kid,is"
     c.eval.kid_subset_size, c.eval.reference_num = 100, 1000
     c.checkpoint.keep, c.checkpoint.best_metric = 1, "fid"
+    c.log_every = 40  # No log line between an eval and the next checkpoint.
     summary = train.train_and_evaluate(c, tmp_path / "run")
 
     rows = [json.loads(s) for s in (tmp_path / "run/eval.jsonl").read_text().splitlines()]
     assert [(r["step"], r["metric"]) for r in rows] == [
-        (s, m) for s in (20, 40) for m in ("fid", "kid", "is")]
+        (s, m) for s in (10, 20, 30, 40) for m in ("fid", "kid", "is")]
     assert all(r["source"] == "train" and r["provenance"]["ema"] for r in rows)
     p = rows[0]["provenance"]
     assert p["extractor"] == "mnist" and p["num_samples"] == 300
@@ -35,6 +37,14 @@ def test_training_evaluates_on_schedule(private_cache, mnist_dir, tmp_path):
     kept = sorted(int(d.name) for d in (tmp_path / "run/checkpoints").iterdir()
                   if d.name.isdigit())
     assert kept == sorted({40, min(fids, key=fids.get)})
+    # Ranked by FID, each evaluated step is saved (10, 20, 30, 40) with its own FID, never
+    # an earlier step's.
+    assert summary["checkpoint_saves"] == 4
+    ckpt = Checkpointer(tmp_path / "run/checkpoints", read_only=True)
+    try:
+        assert {s: ckpt.run_info(s)["metrics"]["fid"] for s in kept} == {s: fids[s] for s in kept}
+    finally:
+        ckpt.close()
     assert summary["steps"] == 40
 
 
