@@ -1,4 +1,5 @@
 import io
+import pathlib
 
 import numpy as np
 import pytest
@@ -24,6 +25,29 @@ def test_mnist_through_tfds(mnist_dir):
     # It is a real tfds dataset now: tfds itself reads it back by name.
     src = tfds.data_source("mnist_offline", split="test", data_dir=mnist_dir)
     np.testing.assert_array_equal(src[3]["image"], test.images[3])
+
+
+def test_a_process_that_finds_mnist_being_written_waits_and_reuses_it(mnist_dir, tmp_path):
+    # Two processes preparing one data dir at once: the second failed at tfds's final
+    # rename. Now it waits for the first (here: this test, holding the lock) and reads.
+    import shutil
+    import subprocess
+    import sys
+    import time
+
+    from gan_jax import files
+    code = ("import sys; from gan_jax.data import mnist_offline; print('ready', flush=True); "
+            "mnist_offline.prepare(sys.argv[1]); print('done')")
+    with files.exclusive(tmp_path / "mnist_offline.lock"):
+        proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert proc.stdout.readline().strip() == "ready"
+        time.sleep(3)  # Time to find the dir empty and reach the lock (or, unlocked, write).
+        # What the first process writes meanwhile.
+        shutil.copytree(pathlib.Path(mnist_dir) / "mnist_offline", tmp_path / "mnist_offline")
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0 and out.strip() == "done", err[-3000:]
+    assert sources.load("mnist", "test", data_dir=str(tmp_path)).images.shape[0] == 10000
 
 
 def test_mnist_pixels_are_exact_bytes():

