@@ -81,6 +81,43 @@ def test_two_processes_match_one_process_of_four(mnist_dir, tmp_path, monkeypatc
     assert summary["processes"] == 2 and summary["devices"] == 4
 
 
+def test_sigterm_to_one_process_stops_both_after_the_same_dispatch(mnist_dir, tmp_path,
+                                                               monkeypatch):
+    import signal
+    import time
+    port = _free_port()
+    monkeypatch.setenv("JAX_NUM_CPU_DEVICES", "2")
+    run = tmp_path / "run"
+    procs = [start_module("--config=experiments/configs/mnist_mlp.py:smoke",
+                          f"--config.dataset.data_dir={mnist_dir}", "--config.num_steps=100000",
+                          "--config.log_every=50", "--config.checkpoint.every=500",
+                          "--config.sample_every=100000", f"--workdir={run}",
+                          f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
+                          f"--process_id={i}", data_dir=mnist_dir) for i in range(2)]
+    try:
+        t = time.time()
+        # Process 0 opens its logs after compiling, before its loop; process 1 may be
+        # anywhere from start-up to its first steps (a handler of ours installed at the
+        # loop lost a SIGTERM that came before).
+        while not (run / "metrics.jsonl").exists():
+            assert all(p.poll() is None for p in procs) and time.time() - t < 300
+            time.sleep(0.05)
+        procs[1].send_signal(signal.SIGTERM)  # Not the process that writes.
+        outs = [p.communicate(timeout=300) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-3000:]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["preempted"] and summary["steps"] < 100000
+    assert "stopped by SIGTERM" in outs[0][0]
+    # Both saved the same step (Orbax's multi-process save needs all of them), whole.
+    ckpt = sorted(int(d) for d in os.listdir(run / "checkpoints") if d.isdigit())
+    assert ckpt[-1] == summary["steps"]
+    assert int(restore(run, load_config("mnist_mlp", "smoke"))[0].step) == summary["steps"]
+
+
 def test_process_count_the_coordinator_does_not_run_is_an_error():
     import subprocess
     import sys
