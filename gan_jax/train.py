@@ -315,14 +315,15 @@ def _evaluate(evaluator, engine, state, step, writer) -> dict:
 
 def _loop(config, engine, state, step, writer, save_grids, evaluator, save_checkpoint,
           signals, save_block_s, loop_start, meter):
-    """Runs dispatches until num_steps or a stop signal. Metrics are read one dispatch late
-    except where a log line or checkpoint needs them, so the host rarely waits."""
-    pending, last_logged = None, {}
+    """Runs dispatches until num_steps or a stop signal. Metrics are read one dispatch late,
+    and a log line is written once the next dispatch is queued, unless the host waits for
+    the device at that step anyway (a checkpoint, an evaluation, a sample grid, the end)."""
+    pending, last_logged, log_due = None, {}, None
     last_eval, eval_step, save_at_eval = {}, None, False
     if evaluator is not None:  # Ranked by an eval metric: each evaluated step is saved.
         from gan_jax.eval.evaluate import fields
         save_at_eval = config.checkpoint.best_metric in fields(evaluator.metrics)
-    k = config.steps_per_dispatch
+    k, end = config.steps_per_dispatch, config.num_steps
     last_log_time, last_log_step, paused = time.time(), step, 0.0
 
     def settle():
@@ -331,35 +332,45 @@ def _loop(config, engine, state, step, writer, save_grids, evaluator, save_check
             meter.add(pending[0] - k, pending[1])
             pending = None
 
-    while step < config.num_steps:
+    def write_log(at):
+        nonlocal last_logged, last_log_time, last_log_step, paused
+        now = time.time()
+        rate = (at - last_log_step) / max(now - last_log_time - paused, 1e-9)
+        last_logged = meter.pop()
+        writer.scalars(at, {**last_logged, "steps_per_s": rate,
+                            "images_per_s": rate * config.batch_size})
+        _say(_progress(at, end, rate, config.batch_size, last_logged, now - loop_start))
+        last_log_time, last_log_step, paused = now, at, 0.0
+
+    while step < end:
         state, metrics = engine.dispatch(state)
         step += k
         settle()
+        if log_due is not None:  # Its metrics are all in the meter now.
+            write_log(log_due)
+            log_due = None
         pending = (step, metrics)
-        if step % config.log_every == 0 or step == config.num_steps:
-            settle()
-            now = time.time()
-            rate = (step - last_log_step) / max(now - last_log_time - paused, 1e-9)
-            last_logged = meter.pop()
-            writer.scalars(step, {**last_logged, "steps_per_s": rate,
-                                  "images_per_s": rate * config.batch_size})
-            _say(_progress(step, config.num_steps, rate, config.batch_size, last_logged,
-                           now - loop_start))
-            last_log_time, last_log_step, paused = now, step, 0.0
+        sample = step % config.sample_every == 0 and step < end
+        evaluate = evaluator is not None and evaluator.due(step, end)
+        checkpoint = (step % config.checkpoint.every == 0 or step == end
+                      or (save_at_eval and evaluate))
+        # Agreeing on SIGINT is a collective, which waits for the device: on GPUs only at
+        # checkpoints. On CPU every dispatch: that keeps the hosts in step, and gloo's
+        # collectives are slow when hosts arrive apart (2 processes, MLP: 26 vs 800 steps/s).
+        stop = signals.stop_requested(jax.default_backend() == "cpu" or checkpoint)
+        if step % config.log_every == 0 or step == end:
+            if sample or evaluate or checkpoint or stop:
+                settle()
+                write_log(step)
+            else:
+                log_due = step
         t = time.time()
-        if step % config.sample_every == 0 and step < config.num_steps:
+        if sample:
             save_grids(state, step)
-        if evaluator is not None and evaluator.due(step, config.num_steps):
+        if evaluate:
             settle()  # A state whose losses went NaN stops here, before it is evaluated.
             last_eval, eval_step = _evaluate(evaluator, engine, state, step, writer), step
-        # Agreeing on SIGINT waits for the device: on GPUs only where the loop waits anyway.
-        # On CPU every dispatch: that keeps the hosts in step, and cross-process collectives
-        # (gloo) are slow when hosts arrive apart (2 processes, MLP: 26 vs 800 steps/s).
-        stop = signals.stop_requested(jax.default_backend() == "cpu"
-                                      or step % config.log_every == 0
-                                      or step % config.checkpoint.every == 0)
-        if (step % config.checkpoint.every == 0 or step == config.num_steps or stop
-                or (save_at_eval and eval_step == step)):
+        if checkpoint or stop:
             settle()  # Only a state whose metrics were all finite is saved.
             # Eval values only where they were measured: a checkpoint never carries an
             # earlier step's FID.

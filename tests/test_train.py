@@ -53,6 +53,24 @@ def test_smoke_run_writes_every_artefact(repo_root, mnist_dir, tmp_path):
     assert json.loads((tmp_path / "summary.json").read_text())["steps"] == 40
 
 
+def test_a_log_line_waits_for_the_next_dispatch_unless_the_host_waits_anyway(
+        mnist_dir, tmp_path, monkeypatch):
+    # Writing step s's line reads its metrics, which waits for the device: the loop queues
+    # the next dispatch first, except where a checkpoint or sample grid waits anyway.
+    from gan_jax import engine, logs
+    order = []
+    dispatch, scalars = engine.Engine.dispatch, logs.Writer.scalars
+    monkeypatch.setattr(engine.Engine, "dispatch",
+                        lambda self, st: order.append("d") or dispatch(self, st))
+    monkeypatch.setattr(logs.Writer, "scalars",
+                        lambda self, step, v: order.append(f"L{step}") or scalars(self, step, v))
+    c = load_config("mnist_mlp", "smoke")  # K = 5, 40 steps, logs every 10.
+    c.dataset.data_dir = mnist_dir
+    c.sample_every, c.checkpoint.every = 20, 20
+    train.train_and_evaluate(c, tmp_path)
+    assert "".join(order) == "dddL10dL20dddL30dL40"  # Before: ddL10ddL20ddL30ddL40.
+
+
 def test_a_best_metric_the_run_does_not_log_is_refused_before_training(repo_root, mnist_dir,
                                                                        tmp_path):
     c = _config(repo_root)
