@@ -14,7 +14,8 @@ with a preset override its values.
 Ablations (--ablate, repeatable) undo one choice of the default step at the last listed
 dtype and K, and at each of --ablate_batches (default: the last listed batch size):
 "reuse_forward=0", "share_fake=0", "upsample=phases" or "upsample=dilated" (the textbook
-transposed convolution), "donate=0", "unroll=1",
+transposed convolution), "donate=0", "unroll=0" or "unroll=1" (whichever this platform
+does not use), a value the default step already has being refused,
 "data=sequential" (read the data in order: what the on-device
 shuffle costs), "shard_latents=0" (several devices: G's latent draw laid out by XLA, not
 like the real batch), or try one the default leaves off: "d_joint_pass=1" (D scores
@@ -213,6 +214,7 @@ def _main():
                 flags.FLAGS[name].value = value
         if _BATCHES.present and not _ABLATE_BATCHES.present:  # The preset's may not be listed.
             flags.FLAGS.ablate_batches = []
+    _check_numbers()
     for b in _ABLATE_BATCHES.value:
         if b not in _BATCHES.value:
             raise errors.ConfigError(f"--ablate_batches entry {b} is not one of --batch_sizes "
@@ -282,8 +284,9 @@ def _main():
                                profile_dir=profile_dir if _PROFILE.value else None,
                                **variant)])
             default_rows[batch] = rows[-1]
-            # Same model and step as the PyTorch reference: take its FLOPs from this row.
-            gflop = rows[-1]["gflop_per_step"] * 1e9
+            # The default step's model FLOPs, PyTorch's too (a --variant may do other work).
+            gflop = (rows[-1]["gflop_per_step"] * 1e9 if not variant
+                     else benchmark.step_flops(model, batch))
             for setting in settings:
                 try:
                     add([_run_torch(model, batch, setting, peak, gflop)])
@@ -328,6 +331,20 @@ def _main():
             print(f"profiling failed: {prof['error']}" if "error" in prof
                   else profiling.table(prof, bandwidth, peak))
     _save(rows, meta, complete=True)
+
+
+def _check_numbers():
+    """Refuses numbers that would crash a run late or print nonsense, before any timing."""
+    for flag in (_BATCHES, _KS, _ABLATE_BATCHES):
+        bad = [x for x in flag.value if not (x.isdigit() and int(x) > 0)]
+        if bad or (flag is not _ABLATE_BATCHES and not flag.value):
+            raise errors.ConfigError(f"--{flag.name} takes positive integers, comma-separated; "
+                                     f"got {','.join(flag.value)!r}.")
+    for flag in (_WINDOWS, _WINDOW_STEPS):
+        if flag.value < 1:
+            raise errors.ConfigError(f"--{flag.name} must be >= 1, got {flag.value}.")
+    if _PEAK.value < 0:
+        raise errors.ConfigError(f"--matmul_peak is FLOP/s (0: measure it), got {_PEAK.value}.")
 
 
 def _save(rows, meta, complete: bool):

@@ -13,6 +13,8 @@ import numpy as np
 from gan_jax import config as config_lib
 from gan_jax import census, flops, models, profiling, steps
 from gan_jax.data.device import ORDERS
+# The tables live apart; callers use them as benchmark.table and so on.
+from gan_jax.benchmark_tables import ablation_table, pytorch_ratios, table  # noqa: F401
 from gan_jax.engine import Engine
 from gan_jax.errors import ConfigError
 from gan_jax.models import layers
@@ -153,9 +155,18 @@ def parse_variant(spec: str) -> dict:
                               f"got {value!r}.")
         else:
             out[key] = value
-    if all(DEFAULTS[key] == v for key, v in out.items()):
-        raise ConfigError(f"Ablation {spec!r} changes nothing: give a value that differs from "
-                          f"the default step's ({DEFAULTS}).")
+    # What the default step already does here: "auto" picks "transpose" everywhere, and
+    # unroll's default depends on the platform.
+    if not out:
+        raise ConfigError(f"Ablation {spec!r} changes nothing: give key=value.")
+    resolved = {**DEFAULTS, "upsample": "transpose",
+                "unroll": steps.default_unroll(jax.default_backend())}
+    same = [f"{key}={value}" for key, value in out.items()
+            if value in (DEFAULTS[key], resolved[key])]
+    if same:
+        raise ConfigError(f"Ablation {spec!r}: {', '.join(same)} is what the default step "
+                          f"already does on {jax.default_backend()}, so it would time the same "
+                          "program; give a value that differs.")
     return out
 
 
@@ -270,7 +281,11 @@ def time_gan_jax(model: str, batch: int, dtype: str, k: int, *, windows: int = 5
     start = time.perf_counter()
     engine, v = _engine(model, batch, dtype, k, variant, devices=devices)
     state = engine.new_state()
-    step_flops = flops.count(engine.train_step, jax.eval_shape(lambda: state),
+    # Model FLOPs: G's forward recomputed for its update (reuse_forward=0) is the same
+    # model's work, which XLA merges back into one forward on GPU; count it once.
+    counted = engine if v["reuse_forward"] else _engine(
+        model, batch, dtype, k, {**variant, "reuse_forward": True}, devices=devices)[0]
+    step_flops = flops.count(counted.train_step, jax.eval_shape(lambda: state),
                              jax.ShapeDtypeStruct((batch, *engine.image_shape), jnp.uint8))
     t = time.perf_counter()
     engine.compile(state)
@@ -340,52 +355,3 @@ def step_flops(model: str, batch: int) -> float:
                     images=np.zeros((2 * batch, *shape), np.uint8))
     return flops.count(engine.train_step, engine.abstract_state(),
                        jax.ShapeDtypeStruct((batch, *shape), jnp.uint8))
-
-
-def table(rows: list[dict]) -> str:
-    """A Markdown table, with each gan_jax row's speed per device over the best PyTorch
-    setting (any dtype, layout or mode; one device) of the same model and batch."""
-    best = {}
-    for r in rows:
-        if r["framework"] == "pytorch":
-            key = (r["model"], r["batch"])
-            best[key] = max(best.get(key, 0.0), r["img_per_s"])
-    lines = ["| framework | setting | model | batch | dtype | ms/step | img/s | TFLOP/s | MFU "
-             "| compile s | mem GiB | per device vs best PyTorch | d_loss | g_loss |",
-             "|" + "---|" * 14]
-    for r in rows:
-        ratio = best.get((r["model"], r["batch"]))
-        mem = r.get("memory_bytes")
-        n = r.get("devices") or 1
-        setting = r["setting"] + (f", {n} devices" if n > 1 else "")
-        lines.append(
-            f"| {r['framework']} | {setting} | {r['model']} | {r['batch']} | {r['dtype']} "
-            f"| {r['ms_per_step']:.2f} | {r['img_per_s']:,.0f} | {r['tflop_per_s']:.2f} | "
-            + (f"{r['mfu']:.1%}" if r.get("mfu") else "-")
-            + f" | {r.get('compile_s', 0):.1f} | "
-            + (f"{mem / 2 ** 30:.2f}" if mem else "-") + " | "
-            + (f"{r['img_per_s'] / n / ratio:.2f}x" if ratio and r["framework"] == "gan_jax"
-               else "-")
-            + f" | {r['d_loss']:.3f} | {r['g_loss']:.3f} |")
-    return "\n".join(lines)
-
-
-def ablation_table(rows: list[dict]) -> str:
-    """For each ablated gan_jax row, what the undone choice buys: the default step's speed
-    over the ablated one at the same model, batch, dtype and K."""
-    base = {(r["model"], r["batch"], r["dtype"], r["steps_per_dispatch"]): r for r in rows
-            if r["framework"] == "gan_jax" and not r.get("ablation")}
-    lines = ["| model | batch | dtype | K | ablation | img/s | default img/s | default is |",
-             "|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        if r["framework"] != "gan_jax" or not r.get("ablation"):
-            continue
-        label = " ".join(r["ablation"])
-        if r.get("combination_of"):
-            label = f"fastest combination: {label}"
-        b = base.get((r["model"], r["batch"], r["dtype"], r["steps_per_dispatch"]))
-        lines.append(f"| {r['model']} | {r['batch']} | {r['dtype']} | {r['steps_per_dispatch']} "
-                     f"| {label} | {r['img_per_s']:,.0f} | "
-                     + (f"{b['img_per_s']:,.0f} | {b['img_per_s'] / r['img_per_s']:.2f}x |"
-                        if b else "- | - |"))
-    return "\n".join(lines)

@@ -64,7 +64,11 @@ def test_benchmark_script_profiles_ablates_and_survives_a_failing_setting(tmp_pa
                          cwd=REPO, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 1 and "Unknown PyTorch mode 'compiled'" in bad.stderr
     for flag, message in (("--devices=8", "--devices=8, but this process has 4 device(s)"),
-                          ("--devices=3", "Batch size 8 does not split evenly over 3")):
+                          ("--devices=3", "Batch size 8 does not split evenly over 3"),
+                          # These crashed after the peak's measurement, or printed MFU -6e11%.
+                          ("--steps_per_dispatch=0", "--steps_per_dispatch takes positive"),
+                          ("--windows=0", "--windows must be >= 1, got 0"),
+                          ("--matmul_peak=-5", "--matmul_peak is FLOP/s (0: measure it)")):
         bad = subprocess.run([sys.executable, "-m", "experiments.benchmark", "--batch_sizes=8",
                               flag, f"--out={tmp_path / 'none.json'}"],
                              cwd=REPO, capture_output=True, text=True, timeout=120)
