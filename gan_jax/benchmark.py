@@ -281,12 +281,7 @@ def time_gan_jax(model: str, batch: int, dtype: str, k: int, *, windows: int = 5
     start = time.perf_counter()
     engine, v = _engine(model, batch, dtype, k, variant, devices=devices)
     state = engine.new_state()
-    # Model FLOPs: G's forward recomputed for its update (reuse_forward=0) is the same
-    # model's work, which XLA merges back into one forward on GPU; count it once.
-    counted = engine if v["reuse_forward"] else _engine(
-        model, batch, dtype, k, {**variant, "reuse_forward": True}, devices=devices)[0]
-    step_flops = flops.count(counted.train_step, jax.eval_shape(lambda: state),
-                             jax.ShapeDtypeStruct((batch, *engine.image_shape), jnp.uint8))
+    flop = step_flops(model, batch, devices, **variant)
     t = time.perf_counter()
     engine.compile(state)
     compile_s = time.perf_counter() - t
@@ -332,7 +327,7 @@ def time_gan_jax(model: str, batch: int, dtype: str, k: int, *, windows: int = 5
            "setting": " ".join([f"jit{' K=' + str(k) if k > 1 else ''}", *tags]),
            "model": model, "batch": batch, "dtype": dtype, "steps_per_dispatch": k,
            "ms_per_step": 1e3 * s, "img_per_s": batch / s, "compile_s": compile_s,
-           "gflop_per_step": step_flops / 1e9, "tflop_per_s": step_flops / s / 1e12,
+           "gflop_per_step": flop / 1e9, "tflop_per_s": flop / s / 1e12,
            "memory_bytes": engine.program_bytes(),
            "process_peak_memory_bytes": _process_peak_memory(), "d_loss": last["d_loss"],
            "g_loss": last["g_loss"], "devices": engine.shards,
@@ -340,18 +335,17 @@ def time_gan_jax(model: str, batch: int, dtype: str, k: int, *, windows: int = 5
            "variant": {key: x for key, x in v.items() if x != DEFAULTS[key]}, "profile": profile,
            "kernels": census.take(engine.hlo_text()),
            "wall_s": time.perf_counter() - start, "profile_s": profile_s}
-    out["mfu"] = step_flops / s / (peak_flops * engine.shards) if peak_flops else None
+    out["mfu"] = flop / s / (peak_flops * engine.shards) if peak_flops else None
     return out
 
 
-def step_flops(model: str, batch: int) -> float:
-    """FLOPs of one train step of ``model`` at ``batch`` (the same for both frameworks)."""
-    config = bench_config(model, batch, "float32", 1)
-    resolution, channels, _ = MODELS[model]
-    shape = (resolution, resolution, channels)
-    G, D = models.build(config.model, shape)
-    engine = Engine(config, G=G, D=D, image_shape=shape, init_key=jax.random.PRNGKey(0),
-                    data_key=jax.random.PRNGKey(1),
-                    images=np.zeros((2 * batch, *shape), np.uint8))
+def step_flops(model: str, batch: int, devices: int = 1, **variant) -> float:
+    """Model FLOPs of one train step of ``model`` at ``batch`` (the default step's are the
+    same for both frameworks; ``variant``: an ablation's). G's forward recomputed for its
+    update (reuse_forward=0) is the same model's work, which XLA merges back into one
+    forward on GPU: it is counted once."""
+    shape = _dataset_shape(model, batch)[1:]
+    engine, _ = _engine(model, batch, "float32", 1, {**variant, "reuse_forward": True},
+                        images=np.zeros((2 * batch, *shape), np.uint8), devices=devices)
     return flops.count(engine.train_step, engine.abstract_state(),
                        jax.ShapeDtypeStruct((batch, *shape), jnp.uint8))

@@ -76,8 +76,13 @@ class _Meter:
     def state(self) -> dict:
         return {"sums": dict(self.sums), "count": self.count}
 
-    def load(self, state: dict) -> None:
-        self.sums, self.count = dict(state["sums"]), state["count"]
+    @classmethod
+    def of(cls, run_info: dict) -> "_Meter":
+        """The meter a checkpoint's run info saved (empty for a new run)."""
+        meter = cls()
+        if run_info.get("meter"):
+            meter.sums, meter.count = dict(run_info["meter"]["sums"]), run_info["meter"]["count"]
+        return meter
 
     def pop(self) -> dict:
         out = {k: v / self.count for k, v in self.sums.items()}
@@ -216,9 +221,7 @@ def train_and_evaluate(config, workdir) -> dict:
     step = engine.step_of(state)
     first_step, loop_start = step, time.time()
     save_block_s, rollbacks = [], 0
-    meter = _Meter()
-    if resumed_info.get("meter"):
-        meter.load(resumed_info["meter"])
+    meter = _Meter.of(resumed_info)
     with StopSignals() as signals:
         try:
             while True:
@@ -276,18 +279,12 @@ def train_and_evaluate(config, workdir) -> dict:
 
 
 def _roll_back(ckpt, engine):
-    """(state, meter) of the latest checkpoint, or new, with the input moved back to where
-    that checkpoint (or step 0) read it."""
-    meter = _Meter()
-    if ckpt.latest_step() is None:
+    """(state, meter) as a resume finds them (``_resume``: the latest checkpoint, or new),
+    with the input moved back to where that checkpoint (or step 0) read it."""
+    state, step, info = _resume(ckpt, engine)
+    if step is None:
         engine.set_data_position(engine.start_position)
-        return engine.new_state(), meter
-    restored, info = ckpt.restore(engine.restore_template())
-    if info["data"].get("shards") == engine.shards:
-        engine.set_data_position(info["data"])
-    if info.get("meter"):
-        meter.load(info["meter"])
-    return engine.place(restored), meter
+    return state, _Meter.of(info)
 
 
 def _check_best_metric(config, step_metrics) -> None:
