@@ -13,21 +13,17 @@ with a preset override its values.
 
 Ablations (--ablate, repeatable) undo one choice of the default step at the last listed
 dtype and K, and at each of --ablate_batches (default: the last listed batch size):
-"reuse_forward=0", "share_fake=0", "upsample=phases" or "upsample=dilated" (the textbook
-transposed convolution), "donate=0", "unroll=0" or "unroll=1" (whichever this platform
-does not use), a value the default step already has being refused,
-"data=sequential" (read the data in order: what the on-device
+"share_fake=0" (G draws and scores its own fake batch: another game), "donate=0",
+"unroll=0" or "unroll=1" (whichever this platform does not use; a value the default step
+already has is refused), "data=sequential" (read the data in order: what the on-device
 shuffle costs), "shard_latents=0" (several devices: G's latent draw laid out by XLA, not
-like the real batch), or try one the default leaves off: "d_joint_pass=1" (D scores
-real and fake in one call), "bn_grad=closed_form" (BatchNorm's hand-written
-gradient) or "norm_metrics=0" (no gradient or parameter norms among the metrics),
-joined by '+' for several, or "xla=FLAGS", which runs that
-setting again in a fresh process with FLAGS added to XLA_FLAGS. --combine then times the
-winners joined (gan_jax.benchmark.fastest_combination); --variant=SPEC times that ablation
-instead of the default step (the fresh process of an XLA-flag combination uses it).
---profile traces one more
-window of the last listed dtype and K at every batch size with jax.profiler and prints
-where its time goes.
+like the real batch) or "norm_metrics=0" (no gradient or parameter norms among the
+metrics), joined by '+' for several, or "xla=FLAGS", which runs that setting again in a
+fresh process with FLAGS added to XLA_FLAGS. --combine then times the winners joined
+(gan_jax.perf.benchmark.fastest_combination); --variant=SPEC times that ablation instead
+of the default step (the fresh process of an XLA-flag combination uses it). --profile
+traces one more window of the last listed dtype and K at every batch size with
+jax.profiler and prints where its time goes.
 
 The run goes in order of need: the default step (last listed dtype and K) and PyTorch at
 every batch; then gan_jax's other dtypes and K; then the ablations. --time_budget_s skips
@@ -44,7 +40,8 @@ import jax
 from absl import app, flags
 
 from experiments import cli
-from gan_jax import benchmark, census, errors, logs, profiling, targets, torch_reference
+from gan_jax import errors, files
+from gan_jax.perf import benchmark, census, profiling, targets, torch_reference
 from gan_jax.models.registry import DTYPES
 
 _MODELS = flags.DEFINE_list("models", ["dcgan64"], "Benchmark models.")
@@ -321,7 +318,7 @@ def _main():
     bandwidth = targets.device_bandwidth(jax.devices()[0])
     if bandwidth:
         print(f"\nThe steps against their roofline floors ({bandwidth / 1e12:.1f} TB/s, "
-              f"{peak / 1e12:.0f} TFLOP/s; gan_jax/hlo_cost.py):\n")
+              f"{peak / 1e12:.0f} TFLOP/s; gan_jax/perf/hlo_cost.py):\n")
         print(census.roofline_table([r for r in rows if r.get("kernels")], bandwidth, peak))
     for r in rows:
         prof = r.get("profile")
@@ -349,7 +346,7 @@ def _check_numbers():
 
 def _save(rows, meta, complete: bool):
     partial = _OUT.value + ".partial"
-    logs.atomic_write_bytes(_OUT.value if complete else partial, json.dumps(
+    files.atomic_write_bytes(_OUT.value if complete else partial, json.dumps(
         {"meta": {**meta, "complete": complete}, "rows": rows}, indent=2).encode())
     if complete and os.path.exists(partial):
         os.remove(partial)

@@ -20,7 +20,7 @@ from absl import app, flags
 from flax import traverse_util
 
 from experiments import cli
-from gan_jax import logs
+from gan_jax import files
 from gan_jax.eval import features, inception_weights as iw
 from gan_jax.eval import metrics as M
 
@@ -96,7 +96,7 @@ def _main():
                                         (28, 28, 1), batches=_BATCHES.value))
         print(json.dumps(rows[-1]), flush=True)
     if _OUT.value:
-        logs.atomic_write_bytes(pathlib.Path(_OUT.value), json.dumps(rows, indent=2).encode())
+        files.atomic_write_bytes(pathlib.Path(_OUT.value), json.dumps(rows, indent=2).encode())
 
 
 if __name__ == "__main__":

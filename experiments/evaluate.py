@@ -14,7 +14,7 @@ import sys
 from absl import app, flags
 
 from experiments import cli
-from gan_jax.eval import evaluate
+from gan_jax.trainer.evaluation import evaluate_checkpoint
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "The run's workdir.", required=True)
 _METRICS = flags.DEFINE_string("metrics", "fid,kid,is", "Comma-separated: fid,kid,is,pr,dc.")
@@ -32,7 +32,7 @@ _KNN_NUM = flags.DEFINE_integer("knn_num", 10_000, "Samples per set for pr and d
 
 def main(argv):
     with cli.script(argv):
-        rows = evaluate.evaluate_checkpoint(
+        rows = evaluate_checkpoint(
             _WORKDIR.value, _METRICS.value, _NUM.value, step=_STEP.value,
             extractor=_EXTRACTOR.value, ema=_EMA.value, seed=_SEED.value,
             inception_weights=_WEIGHTS.value, reference_split=_REF_SPLIT.value,

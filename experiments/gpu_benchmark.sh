@@ -2,15 +2,14 @@
 # The whole GPU benchmark, gan_jax and PyTorch, in one run (docs/benchmarks.md):
 #  1. experiments.benchmark --preset=h200: DCGAN-64 at batch 128 and 1024, float32 and
 #     bfloat16, 1 and 10 steps per dispatch; PyTorch eager fp32, eager bf16 channels_last,
-#     torch.compile bf16, and in its reduce-overhead mode (CUDA graphs); a jax.profiler breakdown of the default bf16 K=10 step at each
-#     batch; ablations at batch 1024, then 128 (gan_jax.benchmark.PRESETS, in this order:
-#     the textbook transposed convolution, D on real and fake in one call, BatchNorm's
-#     hand-written gradient, no norms among the metrics, the joint call with that gradient, data
-#     read in order instead of shuffled on the device, phase upsampling, no XLA
-#     autotuning, loops in CUDA graphs, G forward recomputed), and after each batch's ablations
-#     the fastest combination of those that won. The bf16 K=10 step and PyTorch run
-#     first; the other settings and the ablations are skipped where they would overrun
-#     210 s (--time_budget_s).
+#     torch.compile bf16, and in its reduce-overhead mode (CUDA graphs); a jax.profiler
+#     breakdown of the default bf16 K=10 step at each batch; ablations at batch 1024, then
+#     128 (gan_jax.perf.benchmark.PRESETS, in this order: no norms among the metrics, data
+#     read in order instead of shuffled on the device, no XLA autotuning, loops in CUDA
+#     graphs, G scoring its own fake batch), and after each batch's ablations the fastest
+#     combination of those that won. The bf16 K=10 step and PyTorch run first; the other
+#     settings and the ablations are skipped where they would overrun 210 s
+#     (--time_budget_s).
 #  2. experiments.eval_benchmark: the FID Inception's img/s at batch 500, float32 and
 #     bfloat16, and the FID shift of bfloat16.
 # Needs jax (CUDA), flax, optax, orbax-checkpoint, absl-py, PyYAML and torch; no network.
@@ -49,7 +48,7 @@ if jax.default_backend() != "gpu":
           "not GPU numbers", flush=True)
 else:  # For compile-only runs elsewhere (experiments/gpu_compile.py --target=...).
     try:
-        from gan_jax import targets
+        from gan_jax.perf import targets
         targets.save(os.path.join(os.environ["OUT"], "gpu_target.textproto"), jax.devices()[:1])
     except Exception as e:
         print(f"warning: the GPU's target description was not saved: {e}", flush=True)

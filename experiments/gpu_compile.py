@@ -4,7 +4,7 @@ XLA's memory figure), without running it:
 
   JAX_PLATFORMS=cpu python -m experiments.gpu_compile \
       [--target=experiments/gpu_targets/h200.textproto] [--batch_sizes=128,1024] \
-      [--dtypes=bfloat16] [--steps_per_dispatch=10] [--ablate=d_joint_pass=1 ...] \
+      [--dtypes=bfloat16] [--steps_per_dispatch=10] [--ablate=norm_metrics=0 ...] \
       [--peak_tflops=790] [--top=20] [--out=F]
 
 At small batch a GPU step costs at least a few microseconds per kernel, so the count says
@@ -21,7 +21,8 @@ import pathlib
 from absl import app, flags
 
 from experiments import cli
-from gan_jax import benchmark, census, logs, targets
+from gan_jax import files
+from gan_jax.perf import benchmark, census, targets
 
 _TARGET = flags.DEFINE_string("target", "experiments/gpu_targets/h200.textproto",
                               "The GPU's target description (text proto).")
@@ -35,7 +36,7 @@ _OUT = flags.DEFINE_string("out", None, "Also write the rows to this JSON file."
 _TOP = flags.DEFINE_integer("top", 0, "Also list the first setting's kernels with the longest "
                             "roofline floors, this many.")
 _PEAK = flags.DEFINE_float("peak_tflops", 790.0, "The GPU's bf16 matmul peak for the floors "
-                           "(790: measured on an H200, ../shared/DESIGN.md).")
+                           "(790: measured on an H200, 2026-11-28).")
 
 
 def main(argv):
@@ -64,7 +65,7 @@ def main(argv):
                   + census.top_kernels_table(rows[0], bandwidth, _PEAK.value * 1e12,
                                              _TOP.value))
         if _OUT.value:
-            logs.atomic_write_bytes(pathlib.Path(_OUT.value),
+            files.atomic_write_bytes(pathlib.Path(_OUT.value),
                                     json.dumps(rows, indent=2).encode())
 
 

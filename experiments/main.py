@@ -11,7 +11,8 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from experiments import cli
-from gan_jax import parallel, train
+from gan_jax import parallel
+from gan_jax.trainer import train_and_evaluate
 
 _CONFIG = config_flags.DEFINE_config_file("config", "experiments/configs/mnist_dcgan.py",
                                           "Config file, optionally followed by :smoke.",
@@ -27,7 +28,7 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", -1, "This process's index.")
 def main(argv):
     with cli.script(argv):
         parallel.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-        summary = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+        summary = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
     if summary["preempted"] and parallel.is_writer():
         print("gan_jax: resume with: python -m experiments.main " + " ".join(sys.argv[1:]),
               flush=True)

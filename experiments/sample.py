@@ -8,7 +8,8 @@ import sys
 from absl import app, flags
 
 from experiments import cli
-from gan_jax import files, logs, sampling
+from gan_jax import files, sampling
+from gan_jax.trainer import workdir, writers
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "The run's workdir.", required=True)
 _NUM = flags.DEFINE_integer("num", 64, "Number of images.")
@@ -21,10 +22,10 @@ _SEED = flags.DEFINE_integer("seed", 0, "Seed of the latent batch.")
 
 def main(argv):
     with cli.script(argv):
-        images, step = sampling.from_checkpoint(_WORKDIR.value, _NUM.value, step=_STEP.value,
+        images, step = workdir.sample(_WORKDIR.value, _NUM.value, step=_STEP.value,
                                                 ema=_EMA.value, seed=_SEED.value)
     if _OUT.value:
-        logs.save_png(_OUT.value, sampling.grid(images))
+        writers.save_png(_OUT.value, sampling.grid(images))
     if _NPZ.value:
         files.write_npz(_NPZ.value, dict(images=images, step=step, seed=_SEED.value,
                                          ema=_EMA.value))

@@ -1,6 +1,6 @@
-"""Checksummed files: where gan_jax's caches live, the sha256 of a file, .npz files written
-atomically with a JSON ``__meta__`` entry (weights, caches, sample dumps), and a lock for
-building a cache once. Imports nothing heavy: the GPU scripts use it without tfds."""
+"""Files written whole: atomic writes and JSONL appends, where gan_jax's caches live, the
+sha256 of a file, .npz files with a JSON ``__meta__`` entry (weights, caches, sample dumps),
+and a lock for building a cache once. Imports nothing heavy: the GPU scripts use it."""
 import contextlib
 import fcntl
 import hashlib
@@ -11,9 +11,48 @@ import pathlib
 
 import numpy as np
 
-from gan_jax.logs import atomic_write_bytes
-
 _META = "__meta__"
+
+
+def atomic_write_bytes(path: pathlib.Path, data: bytes) -> None:
+    """Writes to a temporary file then renames it, so ``path`` is never half-written."""
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def append_jsonl(path, rows: list[dict]) -> None:
+    """Appends one JSON line per row, all or none: the lines are built first and written with
+    one ``os.write`` to a file opened with O_APPEND; a short or failed write is cut back off,
+    and a torn last line left by an earlier crash is closed first, so every line parses."""
+    data = "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows).encode()
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        size = os.fstat(fd).st_size
+        if size:
+            with open(path, "rb") as f:
+                f.seek(size - 1)
+                if f.read(1) != b"\n":
+                    data = b"\n" + data
+        try:
+            written = os.write(fd, data)
+        except BaseException:
+            os.ftruncate(fd, size)
+            raise
+        if written != len(data):
+            os.ftruncate(fd, size)
+            raise OSError(f"Short write to {path} ({written} of {len(data)} bytes); nothing "
+                          "was appended.")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def cache_dir() -> pathlib.Path:

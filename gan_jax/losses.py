@@ -85,3 +85,15 @@ def gradient_penalty(d_fn, real_BHWC, fake_BHWC, key, target: float = 1.0, axis_
 def r1_penalty(d_fn, real_BHWC):
     """R1 (Mescheder et al. 2018): E[||grad D(x)||^2] on real data; the caller applies gamma/2."""
     return jnp.mean(_sq_norms(_input_grad(d_fn, _f32(real_BHWC))))
+
+
+def penalty(kind: str, weight: float):
+    """A ``d_penalty(d_fn, real, fake, key, axis_name=None) -> scalar`` for
+    ``steps.make_train_step``: "gp" (WGAN-GP, ``weight`` = lambda) or "r1" (``weight`` =
+    gamma; applies gamma / 2)."""
+    if kind == "gp":
+        return lambda d_fn, real, fake, key, axis_name=None: weight * gradient_penalty(
+            d_fn, real, fake, key, axis_name=axis_name)
+    if kind == "r1":
+        return lambda d_fn, real, fake, key, axis_name=None: 0.5 * weight * r1_penalty(d_fn, real)
+    raise ConfigError(f"Unknown penalty {kind!r}; choose 'gp' or 'r1'.")

@@ -1,4 +1,5 @@
-"""Drawing images from a generator's params, raw or EMA."""
+"""Drawing images from a generator's params, raw or EMA, and tiling them into grids. Pure:
+reading a run's checkpoint is ``gan_jax.trainer.workdir``'s."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -34,39 +35,6 @@ def grid(images_BHWC: np.ndarray, cols: int | None = None, pad: int = 2) -> np.n
     return out
 
 
-def load_generator(workdir, *, step: int | None = None, ema: bool = True):
-    """Reads G's part of a run's checkpoint (D and the optimizer states are never built).
-    Returns (draw, z_dim, step, run_info): ``draw(z_BZ)`` is a jitted function giving float32
-    images in [-1, 1], NHWC."""
-    import pathlib
-
-    import ml_collections
-
-    from gan_jax import models
-    from gan_jax.checkpoint import CheckpointError, Checkpointer, leaf_specs, shape_mismatches
-
-    directory = pathlib.Path(workdir) / "checkpoints"
-    ckpt = Checkpointer(directory, read_only=True)
-    try:
-        step, info, g = ckpt.restore_generator(step)
-    finally:
-        ckpt.close()
-    config = ml_collections.ConfigDict(info["config"])
-    G, _ = models.build(config.model, tuple(info["image_shape"]), config.dtype)
-    expected = jax.eval_shape(lambda: G.init(jax.random.PRNGKey(0),
-                                             jnp.zeros((2, G.z_dim)), train=False))
-    saved = {"params": g["params"], **(g.get("vars") or {})}
-    problems = shape_mismatches(leaf_specs(saved), leaf_specs(expected))
-    if problems:
-        raise CheckpointError(f"The generator in {directory / str(step)} does not match the "
-                              f"{config.model.name} model of its config:\n  "
-                              + "\n  ".join(problems[:20]))
-    params = g["ema_params"] if ema else g["params"]
-    g_vars = g.get("vars") or {}
-    draw = jax.jit(lambda z: generate(G, params, g_vars, z, batch_stats=ema))
-    return draw, G.z_dim, step, info
-
-
 def latents(seed: int, num: int, z_dim: int):
     """The latent batch of ``seed``, drawn whole: the same seed gives the same ``z`` however
     it is later cut into chunks."""
@@ -87,14 +55,3 @@ def in_chunks(draw, z_BZ, chunk: int):
         z = z_BZ[i:i + chunk]
         k = len(z)
         yield draw(z if k == chunk else jnp.concatenate([z, z_BZ[:chunk - k]]))[:k]
-
-
-def from_checkpoint(workdir, num: int = 64, *, step: int | None = None, ema: bool = True,
-                    seed: int = 0, chunk: int = 1000):
-    """Draws ``num`` images (uint8 NHWC) from a run's checkpoint, reading only G's part and
-    the run info; D and the optimizer states are never built. ``z`` comes from ``seed``
-    alone, so the same call draws the same images. Returns (images, step)."""
-    draw, z_dim, step, _ = load_generator(workdir, step=step, ema=ema)
-    z = latents(seed, num, z_dim)
-    out = [to_uint8(x) for x in in_chunks(draw, z, chunk)]
-    return np.concatenate(out), step

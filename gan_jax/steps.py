@@ -6,7 +6,6 @@ Nothing here does I/O or holds state; wrap the result in ``jax.jit(step, donate_
 split across devices along its first axis splits every D update evenly too.
 """
 import functools
-import inspect
 from typing import Callable
 
 import jax
@@ -36,24 +35,6 @@ def apply_model(module, params, variables, x, train: bool, **kwargs):
     return out, dict(new_vars)
 
 
-def _score_jointly(D, d_params, d_vars, real, fake):
-    """D on real and fake in one call: the two batches interleaved, BatchNorm statistics
-    still per batch (a D with batch statistics must take ``groups``, as DCGAN's does)."""
-    kwargs = {}
-    if d_vars:
-        if "groups" not in inspect.signature(type(D).__call__).parameters:
-            raise ValueError(f"d_joint_pass needs a discriminator whose BatchNorm keeps real "
-                             f"and fake statistics apart (a `groups` argument, as "
-                             f"dcgan.Discriminator has); {type(D).__name__} has none. Set "
-                             f"d_joint_pass=False.")
-        kwargs["groups"] = 2
-    both = jnp.stack([real, fake.astype(real.dtype)], axis=1)
-    logits, d_vars = apply_model(D, d_params, d_vars, both.reshape(-1, *real.shape[1:]),
-                                 train=True, **kwargs)
-    logits = logits.reshape(real.shape[0], 2, *logits.shape[1:])
-    return logits[:, 0], logits[:, 1], d_vars
-
-
 def _mean_prob(logits):
     return jnp.mean(jax.nn.sigmoid(logits.astype(jnp.float32)))
 
@@ -67,20 +48,13 @@ def _normal(key, shape, axis_name, sharding=None):
     return z if sharding is None else jax.lax.with_sharding_constraint(z, sharding)
 
 
-def _per_device(fn, axis_name):
-    """``fn(..., key)`` (an augmentation or a penalty) as called under ``pmap``: given
-    ``axis_name=`` when it takes one, so its draws are the global batch's (``per_example``);
-    otherwise given a key folded with the device index, so devices at least draw apart."""
+def _on_axis(fn, axis_name):
+    """``fn(..., key)`` (an augmentation or a penalty) as the step calls it: under ``pmap``
+    with ``axis_name=``, so it draws its slice of the global batch's numbers
+    (``noise.per_example``) and the devices together train as one would."""
     if fn is None or axis_name is None:
         return fn
-    try:
-        takes_axis = "axis_name" in inspect.signature(fn).parameters
-    except (TypeError, ValueError):  # No signature to read (some builtins).
-        takes_axis = False
-    if takes_axis:
-        return functools.partial(fn, axis_name=axis_name)
-    return lambda *args: fn(*args[:-1],
-                            jax.random.fold_in(args[-1], jax.lax.axis_index(axis_name)))
+    return functools.partial(fn, axis_name=axis_name)
 
 
 def _pmean(tree, axis_name):
@@ -88,15 +62,14 @@ def _pmean(tree, axis_name):
 
 
 def d_update(state: GANState, real_BHWC, key, *, G, D, loss, d_penalty=None, augment=None,
-             axis_name=None, fake=None, joint: bool = False, z_sharding=None):
+             axis_name=None, fake=None, z_sharding=None):
     """One optimizer step of D on a real batch and a fresh fake batch of the same size.
     ``augment(x, key)`` (e.g. DiffAugment) is applied to real and fake before D; under
     ``pmap`` pass the ``axis_name`` so gradients and metrics are averaged over devices.
     ``fake``: a batch G already drew (then ``state.g_vars`` must already hold its update).
-    ``joint``: D scores both batches in one call (see ``_score_jointly``): the same numbers
-    from half as many, twice as large convolutions. ``z_sharding``: see ``_normal``."""
+    ``z_sharding``: see ``_normal``."""
     z_key, pen_key, aug_key = jax.random.split(key, 3)
-    augment, d_penalty = _per_device(augment, axis_name), _per_device(d_penalty, axis_name)
+    augment, d_penalty = _on_axis(augment, axis_name), _on_axis(d_penalty, axis_name)
     if fake is None:
         z = _normal(z_key, (real_BHWC.shape[0], G.z_dim), axis_name, z_sharding)
         fake, g_vars = apply_model(G, state.g_params, state.g_vars, z, train=True)
@@ -108,12 +81,8 @@ def d_update(state: GANState, real_BHWC, key, *, G, D, loss, d_penalty=None, aug
         real_BHWC, fake = augment(real_BHWC, real_key), augment(fake, fake_key)
 
     def loss_fn(d_params):
-        if joint:
-            real_logits, fake_logits, d_vars = _score_jointly(D, d_params, state.d_vars,
-                                                              real_BHWC, fake)
-        else:
-            real_logits, d_vars = apply_model(D, d_params, state.d_vars, real_BHWC, train=True)
-            fake_logits, d_vars = apply_model(D, d_params, d_vars, fake, train=True)
+        real_logits, d_vars = apply_model(D, d_params, state.d_vars, real_BHWC, train=True)
+        fake_logits, d_vars = apply_model(D, d_params, d_vars, fake, train=True)
         value = loss.d(real_logits, fake_logits)
         aux = {"d_adv_loss": value, "d_real": _mean_prob(real_logits),
                "d_fake": _mean_prob(fake_logits),
@@ -137,14 +106,11 @@ def d_update(state: GANState, real_BHWC, key, *, G, D, loss, d_penalty=None, aug
 
 
 def g_update(state: GANState, batch_size: int, key, *, G, D, loss, augment=None,
-             axis_name=None, z=None, z_sharding=None):
-    """One optimizer step of G on a fresh latent batch (or on ``z``, keeping the BatchNorm
-    statistics its earlier forward left), against the current D."""
+             axis_name=None, z_sharding=None):
+    """One optimizer step of G on a fresh latent batch, against the current D."""
     z_key, aug_key = jax.random.split(key)
-    augment = _per_device(augment, axis_name)
-    keep_g_vars = z is not None
-    if z is None:
-        z = _normal(z_key, (batch_size, G.z_dim), axis_name, z_sharding)
+    augment = _on_axis(augment, axis_name)
+    z = _normal(z_key, (batch_size, G.z_dim), axis_name, z_sharding)
 
     def loss_fn(g_params):
         fake, g_vars = apply_model(G, g_params, state.g_vars, z, train=True)
@@ -154,8 +120,6 @@ def g_update(state: GANState, batch_size: int, key, *, G, D, loss, augment=None,
         return loss.g(fake_logits), (g_vars, d_vars)
 
     (value, (g_vars, d_vars)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.g_params)
-    if keep_g_vars:
-        g_vars = state.g_vars
     return _apply_g(state, grads, value, g_vars, d_vars, axis_name)
 
 
@@ -165,7 +129,7 @@ def g_update_from_fake(state: GANState, fake, g_vjp, key, *, D, loss, augment=No
     back through ``g_vjp`` (from ``jax.vjp`` of G's forward), so G runs forward once per
     step, as PyTorch code that reuses the fake batch does."""
     _, aug_key = jax.random.split(key)
-    augment = _per_device(augment, axis_name)
+    augment = _on_axis(augment, axis_name)
 
     def loss_of_fake(x):
         if augment is not None:
@@ -193,59 +157,38 @@ def ema_update(ema, params, step, decay: float, start: int = 0):
     return jax.tree.map(lambda e, p: (d * e + (1.0 - d) * p).astype(e.dtype), ema, params)
 
 
-def penalty(kind: str, weight: float):
-    """A ``d_penalty`` for ``make_train_step``: "gp" (WGAN-GP) or "r1" (applies weight / 2)."""
-    if kind == "gp":
-        return lambda d_fn, real, fake, key, axis_name=None: weight * losses_lib.gradient_penalty(
-            d_fn, real, fake, key, axis_name=axis_name)
-    if kind == "r1":
-        return lambda d_fn, real, fake, key: 0.5 * weight * losses_lib.r1_penalty(d_fn, real)
-    raise ValueError(f"Unknown penalty {kind!r}; choose 'gp' or 'r1'.")
-
-
-# The metrics ``make_train_step(norms=False)`` leaves out.
-NORM_METRICS = ("d_grad_norm", "g_grad_norm", "g_param_norm", "d_param_norm")
-
-
 def make_train_step(G, D, *, loss="non_saturating", n_dis: int = 1, ema_decay: float = 0.999,
                     ema_start: int = 0, d_penalty: Callable | None = None,
-                    augment: Callable | None = None, axis_name: str | None = None,
-                    share_fake: bool = False, reuse_forward: bool = True,
-                    d_joint_pass: bool = False, batch_sharding=None, norms: bool = True):
+                    augment: Callable | None = None, share_fake: bool = False,
+                    axis_name: str | None = None, batch_sharding=None):
     """Returns ``train_step(state, batch) -> (state, metrics)``: n_dis D updates, one G update,
     the EMA update, ``step += 1``. ``loss`` is a name or a ``losses.AdversarialLoss``;
-    ``d_penalty(d_fn, real, fake, key) -> scalar`` is added to D's loss (see ``penalty``);
-    ``augment(x, key)`` transforms every image D sees (``gan_jax.data.augment``). Under
-    ``pmap`` both get ``axis_name=`` when they take it (``gan_jax``'s own do), to draw
-    their per-image numbers as one device would; otherwise a per-device key.
+    ``d_penalty(d_fn, real, fake, key) -> scalar`` is added to D's loss
+    (``losses.penalty``); ``augment(x, key)`` transforms every image D sees
+    (``gan_jax.data.augment``).
+
+    ``share_fake`` (n_dis=1): G's update scores the fake batch of D's update, as the PyTorch
+    DCGAN example does; G runs forward once per step and its gradient goes back through
+    that forward's VJP.
 
     For ``jax.pmap`` pass ``axis_name`` (and build G and D with the same ``axis_name`` so
-    BatchNorm uses the global batch): then the batch is this device's share, the noise is
-    this device's slice of the global draw, and gradients and metrics are averaged, so the
-    devices together train exactly like one device on the whole batch, augmentation and
-    the gradient penalty's interpolation noise included.
-
-    ``share_fake`` (n_dis=1): G's update uses the fake batch of D's update, as the PyTorch
-    DCGAN example does. With ``reuse_forward`` G's forward then runs once per step (its
-    vjp is kept from D's update); without, G's update runs it again: the same numbers,
-    one more G forward.
-
-    ``d_joint_pass``: D's update scores real and fake in one call, with BatchNorm
-    statistics kept per batch, so it computes what two calls would (to float rounding).
+    BatchNorm uses the global batch): the batch is then this device's share, the noise is
+    this device's slice of the global draw, gradients and metrics are averaged, and
+    ``augment`` and ``d_penalty`` are called with ``axis_name=`` (gan_jax's own take it),
+    so the devices together train exactly like one device on the whole batch.
 
     ``batch_sharding`` (for ``jax.jit`` over a mesh, e.g. ``parallel.batch_sharded(mesh)``):
     latent batches are laid out like the real one, so the devices split G's work as they
-    split D's; without it XLA may run G on the whole batch on every device.
-
-    ``norms=False`` leaves the gradient and parameter norms of G and D out of the metrics,
-    and so out of the compiled step (a GPU step at batch 128 launches about 10% fewer
-    kernels); the state is the same."""
+    split D's; without it XLA may run G on the whole batch on every device."""
     if n_dis < 1:
         raise ValueError(f"n_dis must be >= 1, got {n_dis}.")
     if share_fake and n_dis != 1:
         raise ValueError(f"share_fake reuses D's one fake batch for G, so it needs n_dis=1 "
                          f"(got {n_dis}).")
     loss = losses_lib.get(loss)
+    d_step = functools.partial(d_update, G=G, D=D, loss=loss, d_penalty=d_penalty,
+                               augment=augment, axis_name=axis_name, z_sharding=batch_sharding)
+    g_kw = dict(D=D, loss=loss, augment=augment, axis_name=axis_name)
 
     def train_step(state: GANState, batch) -> tuple[GANState, Metrics]:
         if batch.shape[0] % n_dis:
@@ -255,42 +198,28 @@ def make_train_step(G, D, *, loss="non_saturating", n_dis: int = 1, ema_decay: f
         b = real.shape[0] // n_dis
         key = jax.random.fold_in(state.rng, state.step)
         d_keys = jax.random.split(jax.random.fold_in(key, 0), n_dis)
-        d_step = functools.partial(d_update, G=G, D=D, loss=loss, d_penalty=d_penalty,
-                                   augment=augment, axis_name=axis_name, joint=d_joint_pass,
-                                   z_sharding=batch_sharding)
         g_key = jax.random.fold_in(key, 1)
-        g_kw = dict(D=D, loss=loss, augment=augment, axis_name=axis_name)
         if share_fake:
             # The z that d_update would draw from this key, drawn here so G can reuse it.
             z = _normal(jax.random.split(d_keys[0], 3)[0], (b, G.z_dim), axis_name,
                         batch_sharding)
             forward = lambda p: apply_model(G, p, state.g_vars, z, train=True)
-            if reuse_forward:
-                fake, g_vjp, g_vars = jax.vjp(forward, state.g_params, has_aux=True)
-            else:
-                fake, g_vars = forward(state.g_params)
+            fake, g_vjp, g_vars = jax.vjp(forward, state.g_params, has_aux=True)
             state, d_metrics = d_step(state.replace(g_vars=g_vars), real, d_keys[0], fake=fake)
-            if reuse_forward:
-                state, g_metrics = g_update_from_fake(state, fake, g_vjp, g_key, **g_kw)
-            else:
-                state, g_metrics = g_update(state, b, g_key, G=G, z=z, **g_kw)
-        elif n_dis == 1:
-            state, d_metrics = d_step(state, real, d_keys[0])
+            state, g_metrics = g_update_from_fake(state, fake, g_vjp, g_key, **g_kw)
         else:
-            reals = jnp.swapaxes(real.reshape(b, n_dis, *real.shape[1:]), 0, 1)
-            # Packed as the K-step loop's are: one metrics write per D update, not one each.
-            state, d_metrics = _scan(lambda s, xk: d_step(s, *xk), state, (reals, d_keys),
-                                     n_dis, None)
-            d_metrics = jax.tree.map(jnp.mean, d_metrics)
-        if not share_fake:
+            if n_dis == 1:
+                state, d_metrics = d_step(state, real, d_keys[0])
+            else:
+                reals = jnp.swapaxes(real.reshape(b, n_dis, *real.shape[1:]), 0, 1)
+                # Packed as the K-step loop's are: one metrics write per D update, not one each.
+                state, d_metrics = _scan(lambda s, xk: d_step(s, *xk), state, (reals, d_keys),
+                                         n_dis, None)
+                d_metrics = jax.tree.map(jnp.mean, d_metrics)
             state, g_metrics = g_update(state, b, g_key, G=G, z_sharding=batch_sharding, **g_kw)
         ema = ema_update(state.ema_params, state.g_params, state.step, ema_decay, ema_start)
-        metrics = {**d_metrics, **g_metrics}
-        if norms:
-            metrics["g_param_norm"] = optax.tree.norm(state.g_params)
-            metrics["d_param_norm"] = optax.tree.norm(state.d_params)
-        else:  # Unread, the gradient norms' reductions are dropped from the program.
-            metrics = {k: v for k, v in metrics.items() if k not in NORM_METRICS}
+        metrics = {**d_metrics, **g_metrics, "g_param_norm": optax.tree.norm(state.g_params),
+                   "d_param_norm": optax.tree.norm(state.d_params)}
         metrics = {k: v.astype(jnp.float32) for k, v in metrics.items()}
         return state.replace(ema_params=ema, step=state.step + 1), metrics
 

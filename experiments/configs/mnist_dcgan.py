@@ -8,7 +8,7 @@ This is the README's main job.
 Expected on a 2-core CPU: see README.md for the measured time; recognisable digits in the
 final grid. ``:smoke`` runs 20 steps of a narrow model on 2,048 images in seconds.
 """
-from gan_jax.config import defaults
+from gan_jax.trainer.config import defaults
 
 
 def get_config(variant: str | None = None):

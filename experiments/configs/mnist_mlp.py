@@ -10,7 +10,7 @@ Expected on a 2-core CPU: under 2 minutes (320 steps/s); noisy but varied digits
 end (docs/images/mnist_mlp_final.png). The seed's model is small: DCGAN draws cleaner ones.
 ``:smoke`` runs 40 steps on 2,048 images in seconds.
 """
-from gan_jax.config import defaults
+from gan_jax.trainer.config import defaults
 
 
 def get_config(variant: str | None = None):

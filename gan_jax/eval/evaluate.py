@@ -1,24 +1,22 @@
 """Evaluating a generator: one pass over its samples computes the features every requested
 metric needs; the results come with the provenance that makes them comparable.
 
-``evaluate_generator`` is what a training loop calls (any ``draw(z) -> images``);
-``evaluate_checkpoint`` loads a run's checkpoint and appends one JSON line per metric to
-``workdir/eval.jsonl``, all of them or none.
+``evaluate_generator`` is what a training loop calls (any ``draw(z) -> images``); the
+trainer's ``evaluate_checkpoint`` (``gan_jax.trainer.evaluation``) scores a run's checkpoint.
 """
-import pathlib
 import time
 
 import jax
 import jax.numpy as jnp
 
 import gan_jax
-from gan_jax import logs, sampling
+from gan_jax import sampling
 from gan_jax.eval import features as features_lib
 from gan_jax.eval import metrics as M
 from gan_jax.eval import reference as reference_lib
 
 METRICS = ("fid", "kid", "is", "pr", "dc")
-DRAW_CHUNK = 1000  # Latents per generator call, as sampling.from_checkpoint draws them.
+DRAW_CHUNK = 1000  # Latents per generator call, as gan_jax.trainer.workdir.sample draws them.
 
 
 def parse_metrics(metrics) -> tuple[str, ...]:
@@ -150,28 +148,3 @@ def prepare(dataset: dict, *, extractor: str | None = None, inception_weights=No
                             resolution=dataset.get("resolution") or None,
                             cache_dir=reference_cache, log=log)
     return ex, ref
-
-
-def evaluate_checkpoint(workdir, metrics="fid", num: int = 10_000, *, step: int | None = None,
-                        extractor: str | None = None, ema: bool = True, seed: int = 0,
-                        inception_weights: str | None = None, reference_split: str | None = None,
-                        reference_num: int | None = None, data_dir: str | None = None,
-                        reference_cache=None, log=print, **kwargs) -> list[dict]:
-    """Evaluates a run's checkpoint (the latest unless ``step``; the EMA generator unless
-    ``ema=False``) against its training data and appends one line per metric to
-    ``workdir/eval.jsonl``. Returns those lines."""
-    metrics = parse_metrics(metrics)
-    workdir = pathlib.Path(workdir)
-    draw, z_dim, step, info = sampling.load_generator(workdir, step=step, ema=ema)
-    config = info["config"]
-    weights = inception_weights or config.get("eval", {}).get("inception_weights") or None
-    ex, ref = prepare(config["dataset"], extractor=extractor, inception_weights=weights,
-                      reference_split=reference_split, reference_num=reference_num,
-                      data_dir=data_dir, reference_cache=reference_cache, log=log)
-    result = evaluate_generator(draw, num, z_dim=z_dim, extractor=ex, reference=ref,
-                                metrics=metrics, seed=seed, **kwargs)
-    result["provenance"].update({"checkpoint_step": step, "ema": ema,
-                                 "workdir": str(workdir.absolute())})
-    rows = records(result, metrics, step=step)
-    logs.append_jsonl(workdir / "eval.jsonl", rows)
-    return rows

@@ -14,9 +14,9 @@ import numpy as np
 
 import gan_jax
 from gan_jax import files
+from gan_jax.files import atomic_write_bytes
 from gan_jax.eval import features as features_lib
 from gan_jax.eval.metrics import Moments
-from gan_jax.logs import atomic_write_bytes
 
 
 @dataclasses.dataclass(frozen=True)

@@ -14,7 +14,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from gan_jax.models.batchnorm import GroupedBatchNorm
 from gan_jax.models.layers import UpConv
 
 # N(0, 0.02) weights and N(1, 0.02) BatchNorm scales, as in the paper.
@@ -36,20 +35,17 @@ def _layout(resolution: int) -> tuple[int, int]:
 
 
 class _Norm(nn.Module):
-    """BatchNorm with PyTorch's momentum (0.1 there is 0.9 here) and float32 statistics;
-    ``grad``: how its training form is differentiated (batchnorm.BN_GRADS)."""
+    """BatchNorm with PyTorch's momentum (0.1 there is 0.9 here) and float32 statistics."""
     dtype: Any
     param_dtype: Any
     axis_name: str | None = None
-    grad: str = "autodiff"
 
     @nn.compact
-    def __call__(self, x, train: bool, groups: int = 1):
-        kw = dict(momentum=0.9, epsilon=1e-5, dtype=self.dtype, param_dtype=self.param_dtype,
-                  scale_init=_bn_scale_init, axis_name=self.axis_name, name="BatchNorm_0")
-        if train and (groups > 1 or self.grad != "autodiff"):
-            return GroupedBatchNorm(groups, grad=self.grad, **kw)(x)
-        return nn.BatchNorm(use_running_average=not train, **kw)(x)
+    def __call__(self, x, train: bool):
+        return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                            dtype=self.dtype, param_dtype=self.param_dtype,
+                            scale_init=_bn_scale_init, axis_name=self.axis_name,
+                            name="BatchNorm_0")(x)
 
 
 class Generator(nn.Module):
@@ -60,13 +56,11 @@ class Generator(nn.Module):
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
     axis_name: str | None = None  # Set to the pmap axis to synchronise BatchNorm.
-    upsample: str = "auto"  # layers.UpConv's impl.
-    bn_grad: str = "autodiff"  # One of batchnorm.BN_GRADS.
 
     @nn.compact
     def __call__(self, z_BZ, train: bool = True):
         base, n = _layout(self.resolution)
-        norm = lambda: _Norm(self.dtype, self.param_dtype, self.axis_name, self.bn_grad)
+        norm = lambda: _Norm(self.dtype, self.param_dtype, self.axis_name)
         c = self.width * 2 ** (n - 1)
         h = nn.Dense(base * base * c, use_bias=False, dtype=self.dtype,
                      param_dtype=self.param_dtype, kernel_init=_W_INIT)(z_BZ)
@@ -74,7 +68,7 @@ class Generator(nn.Module):
         for i in range(n):
             last = i == n - 1
             h = UpConv(self.channels if last else c // 2 ** (i + 1), kernel_init=_W_INIT,
-                       impl=self.upsample, dtype=self.dtype, param_dtype=self.param_dtype)(h)
+                       dtype=self.dtype, param_dtype=self.param_dtype)(h)
             h = jnp.tanh(h) if last else nn.relu(norm()(h, train))
         return h
 
@@ -85,13 +79,9 @@ class Discriminator(nn.Module):
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
     axis_name: str | None = None
-    bn_grad: str = "autodiff"  # One of batchnorm.BN_GRADS.
 
     @nn.compact
-    def __call__(self, x_BHWC, train: bool = True, groups: int = 1):
-        """``groups``: the batch holds that many batches interleaved (row r is in batch
-        r % groups), and BatchNorm normalises each by its own statistics, so one call
-        scores them as ``groups`` calls would, to float rounding (batchnorm.GroupedBatchNorm)."""
+    def __call__(self, x_BHWC, train: bool = True):
         _, n = _layout(self.resolution)
         if x_BHWC.shape[1:3] != (self.resolution, self.resolution):
             raise ValueError(f"Discriminator(resolution={self.resolution}) got images of "
@@ -103,8 +93,7 @@ class Discriminator(nn.Module):
                         use_bias=False, dtype=self.dtype, param_dtype=self.param_dtype,
                         kernel_init=_W_INIT)(h)
             if i > 0:
-                h = _Norm(self.dtype, self.param_dtype, self.axis_name, self.bn_grad)(
-                    h, train, groups)
+                h = _Norm(self.dtype, self.param_dtype, self.axis_name)(h, train)
             h = nn.leaky_relu(h, negative_slope=0.2)
         h = h.reshape((h.shape[0], -1))
         return nn.Dense(1, use_bias=False, dtype=self.dtype, param_dtype=self.param_dtype,

@@ -1,6 +1,6 @@
-"""Step-throughput benchmark of the exact step the trainer runs (gan_jax.engine.Engine with
-device-resident data), with model FLOPs from layer shapes and MFU against a matmul peak
-measured in the same process."""
+"""Step-throughput benchmark of the exact step the trainer runs (the trainer's Engine with
+device-resident data, as ``timed_engine.TimedEngine`` builds it), with model FLOPs from
+layer shapes and MFU against a matmul peak measured in the same process."""
 import functools
 import math
 import statistics
@@ -10,33 +10,31 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gan_jax import config as config_lib
-from gan_jax import census, flops, models, profiling, steps
+from gan_jax import models, steps
 from gan_jax.data.device import ORDERS
-# The tables live apart; callers use them as benchmark.table and so on.
-from gan_jax.benchmark_tables import ablation_table, pytorch_ratios, table  # noqa: F401
-from gan_jax.engine import Engine
 from gan_jax.errors import ConfigError
-from gan_jax.models import layers
-from gan_jax.models.batchnorm import BN_GRADS
+from gan_jax.perf import census, flops, profiling
+# The tables live apart; callers use them as benchmark.table and so on.
+from gan_jax.perf.tables import ablation_table, pytorch_ratios, table  # noqa: F401
+from gan_jax.perf.timed_engine import TimedEngine
+from gan_jax.trainer import config as config_lib
 
 # name -> (resolution, channels, width): DCGAN as in Radford et al. at 64x64.
 MODELS = {"dcgan64": (64, 3, 64), "dcgan32": (32, 3, 64), "dcgan28": (28, 1, 32)}
 
 
 def bench_config(model: str, batch: int, dtype: str, k: int, share_fake: bool = True,
-                 d_joint_pass: bool = False, devices: int = 0):
+                 devices: int = 0):
     """The trainer config of the benchmarked step: one D + one G update, non-saturating
     loss, Adam(2e-4, 0.5); ``share_fake``: G reuses D's fake batch, as PyTorch's DCGAN;
-    ``d_joint_pass``: D scores real and fake in one call; ``devices``: the first N of
-    this process's (0: all)."""
+    ``devices``: the first N of this process's (0: all)."""
     if model not in MODELS:
         raise ConfigError(f"Unknown benchmark model {model!r}; choose from {sorted(MODELS)}.")
     _, _, width = MODELS[model]
     c = config_lib.defaults()
     c.model.name, c.model.g_width, c.model.d_width = "dcgan", width, width
     c.dtype, c.batch_size, c.steps_per_dispatch = dtype, batch, k
-    c.share_fake, c.d_joint_pass = share_fake, d_joint_pass
+    c.share_fake = share_fake
     c.parallel.num_devices = devices
     for opt in (c.optimizer.g, c.optimizer.d):
         opt.learning_rate, opt.b1, opt.b2, opt.eps = 2e-4, 0.5, 0.999, 1e-8
@@ -73,12 +71,11 @@ def _process_peak_memory() -> int | None:
     return stats.get("peak_bytes_in_use")
 
 
-# Ablations: each undoes one choice of the default step, or tries one it leaves off (see
+# Ablations: each undoes one choice of the default step that plugs in from outside the
+# step itself (the config, the Engine's attributes, a wrapper of the step; see
 # docs/benchmarks.md). name -> (the default step's value, the values it takes; None: 0 or 1).
-VARIANTS = {"share_fake": (True, None), "reuse_forward": (True, None),
-            "upsample": ("auto", layers.UPSAMPLE_IMPLS), "donate": (True, None),
-            "unroll": (None, None), "data": ("shuffled", ORDERS), "d_joint_pass": (False, None),
-            "shard_latents": (True, None), "bn_grad": ("autodiff", BN_GRADS),
+VARIANTS = {"share_fake": (True, None), "donate": (True, None), "unroll": (None, None),
+            "data": ("shuffled", ORDERS), "shard_latents": (True, None),
             "norm_metrics": (True, None)}
 DEFAULTS = {key: default for key, (default, _) in VARIANTS.items()}
 
@@ -88,22 +85,19 @@ PRESETS = {
     "h200": dict(models=["dcgan64"], batch_sizes=["128", "1024"],
                  dtypes=["float32", "bfloat16"], steps_per_dispatch=["1", "10"],
                  # reduce-overhead: PyTorch in CUDA graphs, its answer to launch-bound
-                 # small batches (DESIGN.md's eager rows at batch 128 were).
+                 # small batches (its eager steps at batch 128 were launch-bound, measured
+                 # on an H200, 2026-11-28).
                  torch=["eager:float32", "eager:bfloat16:cl", "compile:bfloat16",
                         "reduce-overhead:bfloat16"],
                  windows=5, window_steps=30, profile=True,
                  # Most promising first (the census in docs/benchmarks.md), as the budget
-                 # may cut the last ones; reuse_forward=0 compiled to the same program.
-                 # upsample=dilated: what the transposed conv's cuDNN form buys.
-                 # norm_metrics=0: what the four norms among the metrics cost (PyTorch's
-                 # step computes none).
-                 ablate=["upsample=dilated", "d_joint_pass=1", "bn_grad=closed_form",
-                         "norm_metrics=0", "d_joint_pass=1+bn_grad=closed_form",
-                         "data=sequential",
-                         "upsample=phases", "xla=--xla_gpu_autotune_level=0",
+                 # may cut the last ones. norm_metrics=0: what the four norms among the
+                 # metrics cost (PyTorch's step computes none).
+                 ablate=["norm_metrics=0", "data=sequential", "xla=--xla_gpu_autotune_level=0",
                          # Also the data draw's and the K-step scan's loops in CUDA graphs.
                          "xla=--xla_gpu_enable_command_buffer=+WHILE,+CONDITIONAL",
-                         "reuse_forward=0"],
+                         # What G's forward shared with D's update buys (another game).
+                         "share_fake=0"],
                  ablate_batches=["1024", "128"],
                  # Then the winners joined, so that one GPU run also measures the best
                  # setting it found, not just each change alone.
@@ -113,8 +107,8 @@ PRESETS = {
     "cpu": dict(models=["dcgan64"], batch_sizes=["16"], dtypes=["float32"],
                 steps_per_dispatch=["1", "2"], torch=["eager:float32", "eager:bfloat16"],
                 windows=5, window_steps=6, profile=True,
-                ablate=["reuse_forward=0", "upsample=phases", "upsample=dilated", "donate=0",
-                        "d_joint_pass=1", "bn_grad=closed_form"], combine=True),
+                ablate=["share_fake=0", "donate=0", "norm_metrics=0", "data=sequential"],
+                combine=True),
 }
 
 
@@ -138,13 +132,13 @@ class Budget:
 
 
 def parse_variant(spec: str) -> dict:
-    """"reuse_forward=0+upsample=phases" -> {"reuse_forward": False, "upsample": "phases"}."""
+    """"donate=0+data=sequential" -> {"donate": False, "data": "sequential"}."""
     out = {}
     for part in filter(None, spec.split("+")):
         key, sep, value = part.partition("=")
         if not sep or key not in VARIANTS:
             raise ConfigError(f"Bad ablation {part!r} in {spec!r}: write key=value with key "
-                             f"one of {sorted(VARIANTS)} (e.g. reuse_forward=0), joined by '+'.")
+                             f"one of {sorted(VARIANTS)} (e.g. donate=0), joined by '+'.")
         choices = VARIANTS[key][1]
         if choices is None:
             if value not in ("0", "1", "true", "false"):
@@ -155,12 +149,10 @@ def parse_variant(spec: str) -> dict:
                               f"got {value!r}.")
         else:
             out[key] = value
-    # What the default step already does here: "auto" picks "transpose" everywhere, and
-    # unroll's default depends on the platform.
     if not out:
         raise ConfigError(f"Ablation {spec!r} changes nothing: give key=value.")
-    resolved = {**DEFAULTS, "upsample": "transpose",
-                "unroll": steps.default_unroll(jax.default_backend())}
+    # unroll's default depends on the platform: the value it resolves to here is no change.
+    resolved = {**DEFAULTS, "unroll": steps.default_unroll(jax.default_backend())}
     same = [f"{key}={value}" for key, value in out.items()
             if value in (DEFAULTS[key], resolved[key])]
     if same:
@@ -206,7 +198,7 @@ def fastest_combination(rows: list[dict], default_row: dict, min_gain: float = 0
 
 
 def variant_spec(variant: dict) -> str:
-    """The --ablate spelling of a variant: {"d_joint_pass": True} -> "d_joint_pass=1"."""
+    """The --ablate spelling of a variant: {"donate": False} -> "donate=0"."""
     return "+".join(_tags({**DEFAULTS, **variant}))
 
 
@@ -223,21 +215,17 @@ def _engine(model: str, batch: int, dtype: str, k: int, variant: dict, mesh=None
     if unknown:
         raise TypeError(f"Got unknown ablations {unknown}; choose from {sorted(VARIANTS)}.")
     v = {**DEFAULTS, **variant}
-    config = bench_config(model, batch, dtype, k, v["share_fake"], v["d_joint_pass"], devices)
-    config.model.upsample, config.model.bn_grad = v["upsample"], v["bn_grad"]
-    config.norm_metrics = v["norm_metrics"]
+    config = bench_config(model, batch, dtype, k, v["share_fake"], devices)
     shape = _dataset_shape(model, batch)[1:]
     G, D = models.build(config.model, shape, dtype)
     if images is None:
         images = np.random.default_rng(0).integers(0, 256, _dataset_shape(model, batch),
                                                    dtype=np.uint8)
     init_key, data_key = jax.random.split(jax.random.PRNGKey(0))
-    options = {} if v["reuse_forward"] else {"reuse_forward": False}
-    if not v["shard_latents"]:  # Leave the latent draw's layout to XLA (several devices only).
-        options["batch_sharding"] = None
-    engine = Engine(config, G=G, D=D, image_shape=shape, init_key=init_key,
-                    data_key=data_key, images=images, donate=v["donate"], unroll=v["unroll"],
-                    data_order=v["data"], step_options=options, mesh=mesh)
+    engine = TimedEngine(config, donate=v["donate"], unroll=v["unroll"], data_order=v["data"],
+                         shard_latents=v["shard_latents"], norm_metrics=v["norm_metrics"],
+                         G=G, D=D, image_shape=shape, init_key=init_key, data_key=data_key,
+                         images=images, mesh=mesh)
     return engine, v
 
 
@@ -249,7 +237,7 @@ def _tags(v: dict) -> list[str]:
 
 def compile_only(model: str, batch: int, dtype: str, k: int, mesh, **variant) -> dict:
     """Compiles the setting's K-step program for the devices of ``mesh`` (compile-only ones
-    too: ``gan_jax.targets``) without running it; returns the compile time, XLA's memory
+    too: ``targets``) without running it; returns the compile time, XLA's memory
     figure and the program's kernels (``census.take``)."""
     tags = _tags({**DEFAULTS, **variant})
     target = mesh.devices.flat[0]
@@ -341,11 +329,10 @@ def time_gan_jax(model: str, batch: int, dtype: str, k: int, *, windows: int = 5
 
 def step_flops(model: str, batch: int, devices: int = 1, **variant) -> float:
     """Model FLOPs of one train step of ``model`` at ``batch`` (the default step's are the
-    same for both frameworks; ``variant``: an ablation's). G's forward recomputed for its
-    update (reuse_forward=0) is the same model's work, which XLA merges back into one
-    forward on GPU: it is counted once."""
+    same for both frameworks; ``variant``: an ablation's, e.g. share_fake=0's one more G
+    forward)."""
     shape = _dataset_shape(model, batch)[1:]
-    engine, _ = _engine(model, batch, "float32", 1, {**variant, "reuse_forward": True},
+    engine, _ = _engine(model, batch, "float32", 1, variant,
                         images=np.zeros((2 * batch, *shape), np.uint8), devices=devices)
     return flops.count(engine.train_step, engine.abstract_state(),
                        jax.ShapeDtypeStruct((batch, *shape), jnp.uint8))

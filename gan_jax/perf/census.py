@@ -6,7 +6,7 @@ roofline floor per step, the kernels with the longest floors.
 import collections
 import re
 
-from gan_jax import hlo, hlo_cost
+from gan_jax.perf import hlo, hlo_cost
 
 # Instructions that launch no work of their own on a GPU.
 _NO_KERNEL = hlo.CONTAINERS | {"parameter", "get-tuple-element", "tuple", "bitcast", "constant",

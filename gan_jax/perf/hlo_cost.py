@@ -1,7 +1,7 @@
 """What each kernel of a compiled HLO module moves and computes, from its shapes alone: the
 bytes of its operands and results, and for a cuDNN convolution its FLOPs. With a GPU's
 memory bandwidth and matmul peak these give each kernel's roofline floor, so a program
-compiled for a GPU this machine lacks (``gan_jax.targets``) can be costed without it.
+compiled for a GPU this machine lacks (``targets``) can be costed without it.
 """
 import math
 import re

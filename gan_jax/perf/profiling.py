@@ -15,7 +15,7 @@ import time
 
 import jax
 
-from gan_jax import hlo, hlo_cost
+from gan_jax.perf import hlo, hlo_cost
 
 def capture(run, logdir: str) -> tuple[str, float]:
     """Runs ``run()`` (which must wait for its results) under the profiler; returns the

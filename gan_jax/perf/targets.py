@@ -18,7 +18,7 @@ def read(path) -> str:
     path = pathlib.Path(path)
     if not path.is_file():
         raise ConfigError(f"No GPU target description at {path}: pass a .textproto that "
-                          f"`gan_jax.targets.save` wrote on that GPU, or one from "
+                          f"`gan_jax.perf.targets.save` wrote on that GPU, or one from "
                           f"experiments/gpu_targets/.")
     return path.read_text()
 
@@ -59,5 +59,5 @@ def _target_config(devices) -> str:
 
 def save(path, devices) -> None:
     """Writes the target description of ``devices`` (real GPUs) for later `read`."""
-    from gan_jax.logs import atomic_write_bytes
+    from gan_jax.files import atomic_write_bytes
     atomic_write_bytes(pathlib.Path(path), _target_config(devices).encode())

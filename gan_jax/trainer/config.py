@@ -11,8 +11,9 @@ from gan_jax.errors import ConfigError
 
 
 def _optimizer(lr: float, b1: float, b2: float, eps: float) -> ml_collections.ConfigDict:
+    # decay: "none", or "linear" to 0 over the run (then num_steps cannot change on resume).
     return ml_collections.ConfigDict(dict(name="adam", learning_rate=lr, b1=b1, b2=b2, eps=eps,
-                                          weight_decay=0.0))
+                                          weight_decay=0.0, decay="none"))
 
 
 def defaults() -> ml_collections.ConfigDict:
@@ -24,21 +25,10 @@ def defaults() -> ml_collections.ConfigDict:
                      max_examples=0,  # 0: all (device pipeline only).
                      pipeline="device",  # device: held on the accelerator; streaming: grain.
                      augment="")  # DiffAugment ops for D's inputs, e.g. "color,translation,cutout".
-    # upsample (DCGAN's stride-2 layers): "auto" (= "transpose"), "transpose", "phases" or
-    # "dilated"; see gan_jax.models.layers.UpConv. Checkpoints do not depend on it.
-    # bn_grad (DCGAN's training BatchNorm): "autodiff" or "closed_form", a hand-written
-    # gradient that compiles to fewer GPU kernels (gan_jax.models.batchnorm); same numbers.
-    c.model = dict(name="mlp", z_dim=100, g_width=256, d_width=128, upsample="auto",
-                   bn_grad="autodiff")
+    c.model = dict(name="mlp", z_dim=100, g_width=256, d_width=128)
     c.loss = "non_saturating"  # minimax | non_saturating | hinge | wasserstein | least_squares
     c.n_dis = 1
     c.share_fake = False  # G's update reuses D's fake batch (and G's forward), as PyTorch's DCGAN.
-    # D scores real and fake in one call (BatchNorm statistics still per batch): the same
-    # numbers from half as many, twice as large convolutions.
-    c.d_joint_pass = False
-    # Gradient and parameter norms of G and D among the metrics (False: about 10% fewer GPU
-    # kernels per step at batch 128; the NaN check then watches the other metrics).
-    c.norm_metrics = True
     c.gp_weight = 0.0  # WGAN-GP weight (lambda); 0 disables.
     c.r1_weight = 0.0  # R1 gamma; D's loss gets gamma / 2 * E||grad D(x)||^2. 0 disables.
     # Keras' Adam defaults, the seed's optimizer.
@@ -61,7 +51,19 @@ def defaults() -> ml_collections.ConfigDict:
     # "" (by dataset: mnist for MNIST, else inception), reference = the training split.
     c.eval = dict(every=0, num=10_000, metrics="fid", extractor="", inception_weights="",
                   seed=0, reference_num=0, kid_subset_size=1000, knn_num=10_000)
+    # Where scalars and grids go besides metrics.jsonl (always written): TensorBoard event
+    # files in workdir/tensorboard, and Weights & Biases (pip install -e ".[wandb]"; mode
+    # "online", "offline" (files in workdir/wandb, `wandb sync` later) or "" for W&B's
+    # default: $WANDB_MODE, else online).
+    c.writers = dict(tensorboard=True, wandb=False)
+    c.wandb = dict(project="gan_jax", entity="", name="", group="", tags="", mode="")
     return c
+
+
+# Keys gan_jax no longer has, with the value that behaves as gan_jax does now: a workdir
+# whose config.json holds one at that value resumes as before.
+RETIRED = {"d_joint_pass": False, "norm_metrics": True, "model.upsample": "auto",
+           "model.bn_grad": "autodiff"}
 
 
 def _check(cfg, ref, prefix=""):
@@ -105,7 +107,10 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
             raise ConfigError(f"Config key {key!r} ({value}) must be a positive multiple of "
                               f"steps_per_dispatch ({full.steps_per_dispatch}).")
     for key, value, allowed in (("dataset.pipeline", full.dataset.pipeline, ("device", "streaming")),
-                                ("parallel.mode", full.parallel.mode, ("jit", "pmap"))):
+                                ("parallel.mode", full.parallel.mode, ("jit", "pmap")),
+                                ("optimizer.g.decay", full.optimizer.g.decay, ("none", "linear")),
+                                ("optimizer.d.decay", full.optimizer.d.decay, ("none", "linear")),
+                                ("wandb.mode", full.wandb.mode, ("", "online", "offline"))):
         if value not in allowed:
             raise ConfigError(f"Config key {key!r} must be one of {allowed}, got {value!r}.")
     for key, value, low in (("checkpoint.keep", full.checkpoint.keep, 1),
@@ -119,10 +124,6 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         raise ConfigError(f"Config key 'ema.decay' must be in [0, 1] (0.999 is usual), got "
                           f"{full.ema.decay}.")
     _check_eval(full)
-    if not full.norm_metrics and full.checkpoint.best_metric.endswith("_norm"):
-        raise ConfigError(f"Config key 'checkpoint.best_metric' is "
-                          f"{full.checkpoint.best_metric!r}, which norm_metrics=False leaves "
-                          f"out of the metrics: set norm_metrics=True or pick another metric.")
     if full.checkpoint.best_mode not in ("min", "max"):
         raise ConfigError(f"Config key 'checkpoint.best_mode' must be 'min' or 'max', got "
                           f"{full.checkpoint.best_mode!r}.")
@@ -164,9 +165,11 @@ def to_dict(config: ml_collections.ConfigDict) -> dict:
 
 def diff(old: dict, new: dict, defaults: dict | None = None) -> list[str]:
     """Lines ``key: old -> new`` for every key whose value differs. With ``defaults``, a key
-    that ``old`` lacks (added to gan_jax after that run) counts as its default value."""
+    that ``old`` lacks (added to gan_jax after that run) counts as its default value, and a
+    key of ``RETIRED`` that ``new`` lacks counts as equal when ``old`` has its value."""
     a, b = flatten(old), flatten(new)
     if defaults is not None:
         a = {**{k: v for k, v in flatten(defaults).items() if k not in a}, **a}
+        a = {k: v for k, v in a.items() if not (k in RETIRED and k not in b and v == RETIRED[k])}
     return [f"{k}: {a.get(k, '<absent>')!r} -> {b.get(k, '<absent>')!r}"
             for k in sorted(set(a) | set(b)) if a.get(k, "<absent>") != b.get(k, "<absent>")]

@@ -1,4 +1,5 @@
-"""Where and how the train step runs: state, data and the compiled program on the devices.
+"""What a config asks for, built (optimizers, the pure train step, the state constructor),
+and where and how the step runs: state, data and the compiled program on the devices.
 
 Three layouts, chosen by the config, behind one interface for the loop:
   jit + device data     one program over a ("data",) mesh (one or many hosts); the state is
@@ -6,35 +7,90 @@ Three layouts, chosen by the config, behind one interface for the loop:
   jit + streaming       the same program fed [K, batch] arrays by a grain pipeline
   pmap + device data    one program per device (one host), state stacked per device
 """
+import functools
+
 import jax
 import jax.numpy as jnp
+import optax
 from jax.sharding import PartitionSpec as P
 
-from gan_jax import components, parallel, steps
+from gan_jax import losses, parallel, steps
+from gan_jax import state as state_lib
+from gan_jax.data import augment as augment_lib
 from gan_jax.data import device
 from gan_jax.errors import ConfigError
 
 
+def make_optimizer(cfg, num_updates: int) -> optax.GradientTransformation:
+    """``cfg``: a config's ``optimizer.g`` or ``optimizer.d``; ``num_updates``: that player's
+    updates in the whole run, over which ``decay="linear"`` takes the rate to 0."""
+    lr = cfg.learning_rate
+    if cfg.decay == "linear":
+        lr = optax.linear_schedule(cfg.learning_rate, 0.0, num_updates)
+    if cfg.name == "adam":
+        return optax.adam(lr, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps)
+    if cfg.name == "adamw":
+        return optax.adamw(lr, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay)
+    if cfg.name == "rmsprop":
+        return optax.rmsprop(lr, eps=cfg.eps)
+    if cfg.name == "sgd":
+        return optax.sgd(lr, momentum=cfg.b1 or None)
+    raise ConfigError(f"optimizer name must be adam, adamw, rmsprop or sgd, got {cfg.name!r}.")
+
+
+def make_step(config, G, D, *, axis_name: str | None = None, batch_sharding=None):
+    """The pure ``(state, batch) -> (state, metrics)`` step that ``config`` describes."""
+    penalties = [losses.penalty(k, w) for k, w in (("gp", config.gp_weight),
+                                                    ("r1", config.r1_weight)) if w]
+    d_penalty = None
+    if penalties:
+        d_penalty = lambda *a, **kw: sum(p(*a, **kw) for p in penalties)
+    try:
+        augment = augment_lib.make(config.dataset.augment)
+    except ValueError as e:
+        raise ConfigError(f"config.dataset.augment: {e}") from None
+    return steps.make_train_step(G, D, loss=config.loss, n_dis=config.n_dis,
+                                 ema_decay=config.ema.decay, ema_start=config.ema.start,
+                                 d_penalty=d_penalty, augment=augment,
+                                 share_fake=config.share_fake, axis_name=axis_name,
+                                 batch_sharding=batch_sharding)
+
+
+def make_create(config, G, D, image_shape):
+    """``create(key) -> GANState`` for this config (pure; jit or shard it as needed)."""
+    return functools.partial(
+        state_lib.create, G=G, D=D,
+        g_tx=make_optimizer(config.optimizer.g, config.num_steps),
+        d_tx=make_optimizer(config.optimizer.d, config.num_steps * config.n_dis),
+        image_shape=tuple(image_shape))
+
+
+@jax.jit
+def all_finite(state):
+    trees = (state.g_params, state.d_params, state.ema_params)
+    return jnp.all(jnp.array([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(trees)]))
+
+
 class Engine:
+    """The trainer's step on this process's devices. ``mesh``: the ("data",) mesh to run on
+    (default: ``config.parallel.num_devices`` of this process's devices)."""
+
+    # How the K-step program is built. The benchmark's ablations change these in a subclass
+    # (gan_jax.perf); the trainer keeps them.
+    donate = True  # The state's buffers are donated to the program.
+    unroll = None  # The K-step loop unrolled (None: on CPU only; steps.default_unroll).
+    data_order = "shuffled"  # Of device-resident data (data.device.ORDERS).
 
     def __init__(self, config, *, G, D, image_shape, init_key, data_key, images=None,
-                 donate: bool = True, unroll: bool | None = None, step_options=None,
-                 data_order: str = "shuffled", mesh=None):
-        """``donate``, ``unroll`` (of the K-step loop; None: unrolled on CPU only),
-        ``step_options`` (extra ``steps.make_train_step`` arguments) and ``data_order``
-        (of device-resident data, see ``data.device``) exist for the benchmark's
-        ablations, and ``mesh`` (instead of one over this process's devices, e.g. over
-        compile-only devices, see ``compile_abstract``) for its compile-only mode; the
-        trainer keeps the defaults."""
+                 mesh=None):
         self.config = config
-        self._donate, self._unroll, self._data_order = donate, unroll, data_order
         self.k = config.steps_per_dispatch
         self.rows = config.n_dis * config.batch_size
         self.pmap = config.parallel.mode == "pmap"
         self.streaming = config.dataset.pipeline == "streaming"
         self._init_key, self._data_key = init_key, data_key
         self.image_shape = tuple(image_shape)
-        self._create = components.make_create(config, G, D, image_shape)
+        self._create = make_create(config, G, D, image_shape)
         self._images_host, self._next, self._prefetch, self._pipeline = images, None, None, None
         if self.pmap:
             if jax.process_count() > 1 or self.streaming:
@@ -55,12 +111,7 @@ class Engine:
                 config.parallel.num_devices)
             parallel.check_batch(self.rows, self.mesh)
             self.shards = self.mesh.devices.size
-        options = dict(step_options or {})
-        if not self.pmap:  # Latent batches split over the devices like the real ones.
-            options.setdefault("batch_sharding", parallel.batch_sharded(self.mesh))
-        self.train_step = components.make_step(config, G, D,
-                                               axis_name=parallel.AXIS if self.pmap else None,
-                                               **options)
+        self.train_step = self.make_step(G, D)
         if self.streaming:
             from gan_jax.data import streaming  # grain and tfds: only when streaming
             ds = config.dataset
@@ -70,6 +121,13 @@ class Engine:
                 shard_count=jax.process_count(), image_key=ds.image_key,
                 resolution=ds.resolution or None)
         self.start_position = self.data_position()  # Where a rollback to step 0 reads.
+
+    def make_step(self, G, D):
+        """The config's train step, laid out for this engine's devices."""
+        if self.pmap:
+            return make_step(self.config, G, D, axis_name=parallel.AXIS)
+        # Latent batches split over the devices like the real ones.
+        return make_step(self.config, G, D, batch_sharding=parallel.batch_sharded(self.mesh))
 
     # -- state ---------------------------------------------------------------------------
     def abstract_state(self):
@@ -132,19 +190,19 @@ class Engine:
     def compile(self, state):
         """Compiles the K-step program for ``state``; returns nothing (time it outside)."""
         if self.streaming:
-            multi = steps.scan(self.train_step, self.k, self._unroll)
+            multi = steps.scan(self.train_step, self.k, self.unroll)
             self._start_prefetch()
             spec = jax.ShapeDtypeStruct((self.k, self.rows, *self.image_shape), jnp.uint8,
                                         sharding=jax.sharding.NamedSharding(
                                             self.mesh, P(None, parallel.AXIS)))
-            self._run = parallel.shard_step(multi, self.mesh, batch_spec=P(None, parallel.AXIS),
-                                            donate=self._donate).lower(state, spec).compile()
+            self.compiled = parallel.shard_step(multi, self.mesh, batch_spec=P(None, parallel.AXIS),
+                                            donate=self.donate).lower(state, spec).compile()
             return
         if self.pmap:
             self._images = device.put(self._images_host, pmap_devices=self.devices)
         else:
             self._images = device.put(self._images_host, mesh=self.mesh)
-        self._run = self._data_program().lower(state, self._images).compile()
+        self.compiled = self._data_program().lower(state, self._images).compile()
 
     def _start_prefetch(self):
         from gan_jax.data import streaming
@@ -156,63 +214,28 @@ class Engine:
         if self.pmap:
             multi = device.make_data_steps(
                 self.train_step, self.k, rows_per_step=self.rows // self.shards, num_examples=n,
-                key=self._data_key, axis_name=parallel.AXIS, order=self._data_order,
-                unroll=self._unroll, pmap_devices=self.shards)
-            return parallel.pmap_step(multi, self._donate)
+                key=self._data_key, axis_name=parallel.AXIS, order=self.data_order,
+                unroll=self.unroll, pmap_devices=self.shards)
+            return parallel.pmap_step(multi, self.donate)
         multi = device.make_data_steps(
             self.train_step, self.k, rows_per_step=self.rows, num_examples=n,
-            key=self._data_key, mesh=self.mesh, order=self._data_order, unroll=self._unroll)
-        return parallel.shard_step(multi, self.mesh, donate=self._donate)
-
-    def compile_abstract(self):
-        """Compiles the K-step program (jit over the mesh, device-resident data) from
-        shapes alone: nothing is placed on the devices, so they may be compile-only ones
-        (a GPU's topology on a machine without one). Then only ``hlo_text``,
-        ``cost_analysis`` and ``program_bytes`` work."""
-        if self.pmap or self.streaming:
-            raise ConfigError("compile_abstract compiles the jit program with device-resident "
-                              "data; set parallel.mode='jit' and dataset.pipeline='device'.")
-        rep = parallel.replicated(self.mesh)
-        state = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=rep),
-                             self.abstract_state())
-        n = device.kept_size(len(self._images_host), self.shards)
-        images = jax.ShapeDtypeStruct((n, *self.image_shape), jnp.uint8,
-                                      sharding=parallel.batch_sharded(self.mesh))
-        self._run = self._data_program().lower(state, images).compile()
-
-    def hlo_text(self) -> str:
-        """The compiled K-step program as optimized HLO (what a profile's op names refer to)."""
-        return self._run.as_text()
+            key=self._data_key, mesh=self.mesh, order=self.data_order, unroll=self.unroll)
+        return parallel.shard_step(multi, self.mesh, donate=self.donate)
 
     def metric_names(self) -> tuple[str, ...]:
         """The names of the metrics the compiled step returns."""
-        return tuple(self._run.out_info[1])
-
-    def cost_analysis(self) -> dict:
-        """XLA's estimate for the compiled K-step program on one device ("flops", "bytes
-        accessed", ...). GPU backends leave cuDNN convolutions out of "flops"."""
-        return self._run.cost_analysis()
-
-    def program_bytes(self) -> int | None:
-        """Device memory the compiled K-step program needs on one device: its arguments
-        (state, dataset), the outputs that do not reuse donated arguments, and scratch
-        (XLA's buffer assignment; None where the backend does not say)."""
-        m = self._run.memory_analysis()
-        if m is None:
-            return None
-        return (m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes
-                + m.temp_size_in_bytes)
+        return tuple(self.compiled.out_info[1])
 
     def dispatch(self, state):
         """Runs K steps; returns (state, metrics stacked over K), both still on the device."""
         if not self.streaming:
-            state, metrics = self._run(state, self._images)
+            state, metrics = self.compiled(state, self._images)
             return state, (parallel.unreplicate(metrics) if self.pmap else metrics)
         if self._next is None:
             self._next = self._prefetch.next()
         _, batches = self._next
         self._next = None
-        return self._run(state, batches)
+        return self.compiled(state, batches)
 
     def generator_view(self, state):
         s = self.checkpoint_view(state)

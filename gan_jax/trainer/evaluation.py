@@ -1,11 +1,16 @@
-"""Evaluation inside the training loop (``config.eval``): the EMA generator of the live state,
-measured with the same extractor, reference and metrics as ``experiments.evaluate``.
+"""Evaluation of runs: inside the training loop (``config.eval``, the EMA generator of the
+live state) and of a run's checkpoint (``experiments.evaluate``), with the same extractor,
+reference and metrics, appending one line per metric to ``workdir/eval.jsonl``.
 
 Every process evaluates on its own first device (G's params are replicated, so no
 collective is needed and all processes stay in step); only process 0 writes the lines.
 """
-from gan_jax import logs, parallel
+import pathlib
+
+from gan_jax import files, parallel
 from gan_jax.eval import evaluate
+from gan_jax.trainer import writers
+from gan_jax.trainer.workdir import load_generator
 
 SOURCE = "train"  # The "source" field of the lines this writes, so a resume can find them.
 
@@ -46,13 +51,39 @@ class ScheduledEval:
         rows = evaluate.records(result, self.metrics, step=step, source=SOURCE)
         values = {k: float(v) for k, v in result.items() if k != "provenance"}
         if parallel.is_writer():
-            logs.append_jsonl(self.path, rows)
-            writer.scalars(step, {f"eval/{k}": v for k, v in values.items()})
+            files.append_jsonl(self.path, rows)
+            writer.write_scalars(step, {f"eval/{k}": v for k, v in values.items()})
         return values
 
 
 def drop_after(workdir, step: int) -> int:
     """Removes the lines of evaluations the training loop ran after ``step`` (a resumed run
     evaluates those steps again); lines of ``experiments.evaluate`` stay."""
-    return logs.drop_lines_after(workdir / "eval.jsonl", step,
-                                 only=lambda row: row.get("source") == SOURCE)
+    return writers.drop_lines_after(workdir / "eval.jsonl", step,
+                                    only=lambda row: row.get("source") == SOURCE)
+
+
+def evaluate_checkpoint(workdir, metrics="fid", num: int = 10_000, *, step: int | None = None,
+                        extractor: str | None = None, ema: bool = True, seed: int = 0,
+                        inception_weights: str | None = None, reference_split: str | None = None,
+                        reference_num: int | None = None, data_dir: str | None = None,
+                        reference_cache=None, log=print, **kwargs) -> list[dict]:
+    """Evaluates a run's checkpoint (the latest unless ``step``; the EMA generator unless
+    ``ema=False``) against its training data and appends one line per metric to
+    ``workdir/eval.jsonl``. Returns those lines."""
+    metrics = evaluate.parse_metrics(metrics)
+    workdir = pathlib.Path(workdir)
+    draw, z_dim, step, info = load_generator(workdir, step=step, ema=ema)
+    config = info["config"]
+    weights = inception_weights or config.get("eval", {}).get("inception_weights") or None
+    ex, ref = evaluate.prepare(config["dataset"], extractor=extractor,
+                               inception_weights=weights, reference_split=reference_split,
+                               reference_num=reference_num, data_dir=data_dir,
+                               reference_cache=reference_cache, log=log)
+    result = evaluate.evaluate_generator(draw, num, z_dim=z_dim, extractor=ex, reference=ref,
+                                         metrics=metrics, seed=seed, **kwargs)
+    result["provenance"].update({"checkpoint_step": step, "ema": ema,
+                                 "workdir": str(workdir.absolute())})
+    rows = evaluate.records(result, metrics, step=step)
+    files.append_jsonl(workdir / "eval.jsonl", rows)
+    return rows

@@ -1,0 +1,110 @@
+"""A run's workdir as other runs and tools read it: the config a resume must match (only
+``num_steps`` may grow), and the generator of a checkpoint, for sampling and evaluation."""
+import json
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from gan_jax import models, sampling
+from gan_jax.errors import WorkdirError
+from gan_jax.trainer import config as config_lib
+from gan_jax.trainer.checkpoint import (CheckpointError, Checkpointer, leaf_specs,
+                                        shape_mismatches)
+from gan_jax.trainer.engine import make_create
+
+
+def saved_config(workdir: pathlib.Path) -> dict | None:
+    path = pathlib.Path(workdir) / "config.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def check_workdir(workdir: pathlib.Path, config) -> int | None:
+    """Refuses a workdir whose run had another config; a larger ``num_steps`` extends the
+    run, unless a learning-rate schedule spans ``num_steps``. Returns the run's earlier
+    ``num_steps`` when this extends it, else None. Reads only."""
+    old = saved_config(workdir)
+    if old is None:
+        return None
+    differences = config_lib.diff(old, config_lib.to_dict(config),
+                                  defaults=config_lib.to_dict(config_lib.defaults()))
+    extended = None
+    if any(d.startswith("num_steps:") for d in differences) and config.num_steps > old[
+            "num_steps"]:
+        decaying = [f"optimizer.{p}.decay" for p in ("g", "d")
+                    if config.optimizer[p].decay != "none"]
+        if decaying and len(differences) == 1:
+            raise WorkdirError(
+                f"{workdir} holds a run of {old['num_steps']} steps whose learning rates decay "
+                f"to 0 over num_steps ({', '.join(decaying)}); its schedule would change for "
+                "the steps already run, so it cannot be extended to "
+                f"{config.num_steps}. Start a new --workdir for the longer run.")
+        if not decaying:
+            differences = [d for d in differences if not d.startswith("num_steps:")]
+            extended = old["num_steps"]
+    if differences:
+        raise WorkdirError(
+            f"{workdir} holds a run with another config; refusing to mix them. Keys that "
+            "differ (workdir -> now):\n  " + "\n  ".join(differences)
+            + _shape_changes(workdir, config)
+            + "\nUse a new --workdir, or the same config to continue that run (num_steps "
+            "may grow).")
+    return extended
+
+
+def _shape_changes(workdir: pathlib.Path, config) -> str:
+    """The arrays of the workdir's latest checkpoint that ``config`` would reshape, if any."""
+    if not (workdir / "checkpoints").is_dir():
+        return ""
+    ckpt = Checkpointer(workdir / "checkpoints", read_only=True)
+    try:
+        if ckpt.latest_step() is None:
+            return ""
+        shape = tuple(ckpt.run_info()["image_shape"])
+        G, D = models.build(config.model, shape, config.dtype)
+        ckpt.check_compatible(jax.eval_shape(make_create(config, G, D, shape),
+                                             jax.random.PRNGKey(0)))
+        return ""
+    except CheckpointError as e:
+        return "\n" + str(e)
+    finally:
+        ckpt.close()
+
+
+def load_generator(workdir, *, step: int | None = None, ema: bool = True):
+    """Reads G's part of a run's checkpoint (D and the optimizer states are never built).
+    Returns (draw, z_dim, step, run_info): ``draw(z_BZ)`` is a jitted function giving float32
+    images in [-1, 1], NHWC."""
+    directory = pathlib.Path(workdir) / "checkpoints"
+    ckpt = Checkpointer(directory, read_only=True)
+    try:
+        step, info, g = ckpt.restore_generator(step)
+    finally:
+        ckpt.close()
+    config = ml_collections.ConfigDict(info["config"])
+    G, _ = models.build(config.model, tuple(info["image_shape"]), config.dtype)
+    expected = jax.eval_shape(lambda: G.init(jax.random.PRNGKey(0),
+                                             jnp.zeros((2, G.z_dim)), train=False))
+    saved = {"params": g["params"], **(g.get("vars") or {})}
+    problems = shape_mismatches(leaf_specs(saved), leaf_specs(expected))
+    if problems:
+        raise CheckpointError(f"The generator in {directory / str(step)} does not match the "
+                              f"{config.model.name} model of its config:\n  "
+                              + "\n  ".join(problems[:20]))
+    params = g["ema_params"] if ema else g["params"]
+    g_vars = g.get("vars") or {}
+    draw = jax.jit(lambda z: sampling.generate(G, params, g_vars, z, batch_stats=ema))
+    return draw, G.z_dim, step, info
+
+
+def sample(workdir, num: int = 64, *, step: int | None = None, ema: bool = True,
+           seed: int = 0, chunk: int = 1000):
+    """Draws ``num`` images (uint8 NHWC) from a run's checkpoint, reading only G's part and
+    the run info; D and the optimizer states are never built. ``z`` comes from ``seed``
+    alone, so the same call draws the same images. Returns (images, step)."""
+    draw, z_dim, step, _ = load_generator(workdir, step=step, ema=ema)
+    z = sampling.latents(seed, num, z_dim)
+    out = [sampling.to_uint8(x) for x in sampling.in_chunks(draw, z, chunk)]
+    return np.concatenate(out), step
