@@ -9,9 +9,10 @@ import sys
 import jax
 import numpy as np
 
-from gan_jax import components, models
-from gan_jax import config as config_lib
-from gan_jax.checkpoint import Checkpointer
+from gan_jax import models
+from gan_jax.trainer import engine as trainer_engine
+from gan_jax.trainer import config as config_lib
+from gan_jax.trainer.checkpoint import Checkpointer
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -50,7 +51,7 @@ def restore(workdir, config, step=None):
     """(state, run info) of an MNIST run's checkpoint: the latest, or the one at ``step``."""
     config = config_lib.validate(config)
     G, D = models.build(config.model, (28, 28, 1), config.dtype)
-    create = jax.jit(components.make_create(config, G, D, (28, 28, 1)))
+    create = jax.jit(trainer_engine.make_create(config, G, D, (28, 28, 1)))
     ckpt = Checkpointer(workdir / "checkpoints", read_only=True)
     try:
         return ckpt.restore(create(jax.random.PRNGKey(1)), step)

@@ -8,10 +8,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gan_jax import benchmark, census, errors, flops, models, parallel, targets
-from gan_jax.engine import Engine
+from gan_jax import errors, models, parallel
 from gan_jax.errors import ConfigError
 from gan_jax.models import dcgan, layers
+from gan_jax.perf import benchmark, census, flops, targets
+from gan_jax.perf.timed_engine import NORMS, TimedEngine
+from gan_jax.trainer.engine import Engine
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -32,11 +34,13 @@ def test_flops_from_layer_shapes_match_a_hand_count():
     assert flops.count(lambda v, x: D.apply(v, x, train=False), dv,
                        jnp.zeros((1, 64, 64, 3))) == d_hand
     assert abs(g_hand / 1e9 - 0.21) < 0.01 and abs(d_hand / 1e9 - 0.21) < 0.01
+    # UpConv's custom VJP counts as its 4 live taps an output pixel, its gradient as twice
+    # that (the input's and the kernel's), not the zeros a dilated input would hold.
     x, k = jnp.zeros((1, 7, 7, 8)), jnp.zeros((4, 4, 8, 4))
-    for fn in (layers.upsample_conv_transpose, layers.upsample_dilated):
-        assert flops.count(fn, x, k) == flops.count(layers.upsample_phases, x, k)
-        grad = jax.grad(lambda x, k: jnp.sum(fn(x, k)), (0, 1))
-        assert flops.count(grad, x, k) == 3 * flops.count(layers.upsample_phases, x, k)
+    up = layers.upsample_conv_transpose
+    assert flops.count(up, x, k) == 2 * 14 * 14 * 4 * 4 * 8
+    grad = jax.grad(lambda x, k: jnp.sum(up(x, k)), (0, 1))
+    assert flops.count(grad, x, k) == 3 * 2 * 14 * 14 * 4 * 4 * 8
     # A scan counts its body once per trip.
     scanned = lambda a: jax.lax.scan(lambda c, _: (c @ a, None), a, None, length=3)[0]
     assert flops.count(scanned, jnp.zeros((5, 5))) == 3 * 2 * 125
@@ -81,7 +85,7 @@ def test_many_dispatches_ahead_on_four_cpu_devices_finish():
     # Unsynchronised, 150 one-step dispatches aborted XLA:CPU 3 times in 3 (a share of a
     # 4-device program found no free thread for 40 s); a subprocess, so a regression fails
     # this test rather than killing the pytest worker.
-    code = ("from gan_jax import benchmark; r = benchmark.time_gan_jax('dcgan28', 8, "
+    code = ("from gan_jax.perf import benchmark; r = benchmark.time_gan_jax('dcgan28', 8, "
             "'float32', 1, windows=1, window_steps=100, devices=0); print(r['devices'])")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
                          timeout=300)
@@ -90,7 +94,7 @@ def test_many_dispatches_ahead_on_four_cpu_devices_finish():
 
 def test_pytorch_reference_runs_the_same_model():
     torch = __import__("pytest").importorskip("torch", reason="PyTorch is an optional extra")
-    from gan_jax import torch_reference
+    from gan_jax.perf import torch_reference
     G, D = torch_reference._nets(torch, 64, 3, 64)
     # The PyTorch DCGAN example's netG / netD sizes, as gan_jax's DCGAN-64 has.
     assert sum(p.numel() for p in G.parameters()) == 3_576_704
@@ -105,7 +109,7 @@ def test_pytorch_reference_step_is_the_dcgan_examples_step():
     """The tuned step (G's gradients only, via autograd.grad) updates G and D exactly as the
     PyTorch DCGAN example's step (backward() through D too) does."""
     torch = pytest.importorskip("torch", reason="PyTorch is an optional extra")
-    from gan_jax import torch_reference
+    from gan_jax.perf import torch_reference
     res, ch, width, batch = 28, 1, 8, 4
     step, G, D = torch_reference.make_step(res, ch, width, batch, dtype="float32")
     losses = [[x.item() for x in step()] for _ in range(3)]
@@ -137,7 +141,7 @@ def test_pytorch_reference_step_is_the_dcgan_examples_step():
 
 
 def test_pytorch_settings_are_parsed_and_bad_ones_refused():
-    from gan_jax import torch_reference
+    from gan_jax.perf import torch_reference
     assert torch_reference.parse_setting("eager:bfloat16:cl") == ("eager", "bfloat16", True)
     assert torch_reference.parse_setting("reduce-overhead:float32") == (
         "reduce-overhead", "float32", False)
@@ -158,7 +162,7 @@ def test_compiled_pytorch_settings_compute_the_eager_step_each_compiled_afresh()
     import logging
     torch = pytest.importorskip("torch", reason="PyTorch is an optional extra")
     from torch._dynamo.utils import counters
-    from gan_jax import torch_reference
+    from gan_jax.perf import torch_reference
 
     def losses(mode, batch):
         step, _, _ = torch_reference.make_step(28, 1, 8, batch, dtype="float32", mode=mode)
@@ -190,27 +194,25 @@ def test_compiled_pytorch_settings_compute_the_eager_step_each_compiled_afresh()
 
 
 def test_ablations_are_parsed_and_bad_ones_refused():
-    assert benchmark.parse_variant("reuse_forward=0+upsample=phases+unroll=0") == {
-        "reuse_forward": False, "upsample": "phases", "unroll": False}
-    assert benchmark.parse_variant("d_joint_pass=1") == {"d_joint_pass": True}
+    assert benchmark.parse_variant("share_fake=0+data=sequential+unroll=0") == {
+        "share_fake": False, "data": "sequential", "unroll": False}
+    assert benchmark.parse_variant("norm_metrics=0+shard_latents=false") == {
+        "norm_metrics": False, "shard_latents": False}
     # What the default step already does would time the same program under another name:
-    # "auto" is the transposed conv everywhere, and the K steps are unrolled on CPU.
-    for same in ("d_joint_pass=0", "data=shuffled+donate=1", "upsample=transpose",
-                 "unroll=1", "reuse_forward=0+upsample=auto"):
+    # the K steps are unrolled on CPU.
+    for same in ("norm_metrics=1", "data=shuffled+donate=1", "unroll=1",
+                 "share_fake=0+shard_latents=1"):
         with pytest.raises(ConfigError, match="is what the default step already does on cpu"):
             benchmark.parse_variant(same)
     for bad, match in (("reuse=0", "key one of"), ("donate", "key=value"),
-                       ("", "changes nothing"),
-                       ("donate=maybe", "0 or 1"), ("upsample=bilinear", "phases"),
+                       ("", "changes nothing"), ("donate=maybe", "0 or 1"),
                        ("data=random", "sequential")):
         with pytest.raises(ConfigError, match=match):
             benchmark.parse_variant(bad)
     with pytest.raises(TypeError, match="Got unknown ablations \\['reuse'\\]"):
         benchmark.time_gan_jax("dcgan28", 8, "float32", 1, reuse=False)
-    assert benchmark.parse_variant("bn_grad=closed_form+d_joint_pass=1") == {
-        "bn_grad": "closed_form", "d_joint_pass": True}
-    with pytest.raises(ConfigError, match="autodiff, closed_form"):
-        benchmark.parse_variant("bn_grad=analytic")
+    assert sorted(benchmark.VARIANTS) == ["data", "donate", "norm_metrics", "shard_latents",
+                                          "share_fake", "unroll"]
     # A preset's ablation with a typo would only fail on the GPU, row by row: parse them all.
     for preset in benchmark.PRESETS.values():
         for spec in preset["ablate"]:
@@ -229,29 +231,28 @@ def test_the_fastest_combination_joins_the_ablations_that_won_and_agree():
     default = _row(100.0)
     buffers = "--xla_gpu_enable_command_buffer"
     rows = [default,
-            _row(110, {"d_joint_pass": True}), _row(105, {"bn_grad": "closed_form"}),
-            _row(101, {"norm_metrics": False}),  # under the 2% a winner needs
+            _row(110, {"norm_metrics": False}), _row(105, {"donate": False}),
+            _row(101, {"shard_latents": False}),  # under the 2% a winner needs
             _row(150, {"data": "sequential"}),  # faster, but another computation
-            _row(120, {"upsample": "dilated"}),
-            _row(115, {"upsample": "phases", "donate": False}),  # upsample set two ways
+            _row(140, {"share_fake": False}),  # faster, but another game
+            _row(120, {"unroll": False}),
+            _row(115, {"unroll": True, "donate": False}),  # unroll set two ways
             _row(108, xla_flags=f"{buffers}=+WHILE --xla_gpu_autotune_level=0"),
             _row(107, xla_flags=f"{buffers}="),  # that flag set two ways
             _row(300, {"donate": False}, batch=128)]  # another batch
     best = benchmark.fastest_combination(rows, default)
     assert best == {
-        "variant": {"upsample": "dilated", "d_joint_pass": True, "bn_grad": "closed_form"},
+        "variant": {"unroll": False, "norm_metrics": False, "donate": False},
         "xla_flags": f"{buffers}=+WHILE --xla_gpu_autotune_level=0",
-        "joins": ["upsample=dilated", "d_joint_pass=1",
-                  f"XLA_FLAGS={buffers}=+WHILE --xla_gpu_autotune_level=0",
-                  "bn_grad=closed_form"]}
-    assert benchmark.variant_spec(best["variant"]) == (
-        "upsample=dilated+d_joint_pass=1+bn_grad=closed_form")
+        "joins": ["unroll=0", "norm_metrics=0",
+                  f"XLA_FLAGS={buffers}=+WHILE --xla_gpu_autotune_level=0", "donate=0"]}
+    assert benchmark.variant_spec(best["variant"]) == "donate=0+unroll=0+norm_metrics=0"
     assert benchmark.parse_variant(benchmark.variant_spec(best["variant"])) == best["variant"]
     # A lower bar admits the small gain; a higher one leaves a single winner: nothing new.
-    assert benchmark.fastest_combination(rows, default, -0.5)["variant"]["norm_metrics"] is False
+    assert benchmark.fastest_combination(rows, default, -0.5)["variant"]["shard_latents"] is False
     assert benchmark.fastest_combination(rows, default, 0.19) is None
     # Winners whose join was timed already (here as an ablation of its own) give nothing new.
-    pair = {"d_joint_pass": True, "bn_grad": "closed_form"}
+    pair = {"norm_metrics": False, "donate": False}
     assert benchmark.fastest_combination(rows[:3] + [_row(112, pair)], default) is None
     assert benchmark.fastest_combination(rows[:3], default)["variant"] == pair
 
@@ -272,49 +273,90 @@ def test_a_time_budget_admits_only_the_jobs_that_fit():
 
 def test_an_ablated_step_is_timed_and_labelled():
     row = benchmark.time_gan_jax("dcgan28", 8, "float32", 1, windows=1, window_steps=1,
-                                 reuse_forward=False, upsample="transpose", donate=False,
-                                 data="sequential", d_joint_pass=True)
-    tags = ["reuse_forward=0", "upsample=transpose", "donate=0", "data=sequential",
-            "d_joint_pass=1"]
+                                 norm_metrics=False, donate=False, data="sequential",
+                                 share_fake=False)
+    tags = ["share_fake=0", "donate=0", "data=sequential", "norm_metrics=0"]
     assert row["ablation"] == tags and row["setting"] == "jit " + " ".join(tags)
-    # Model FLOPs: G's forward recomputed for its update is the same model's work (XLA
-    # merges the two forwards on GPU), and scoring real and fake in one call costs nothing
-    # more; the step itself does run one more G forward.
+    assert row["variant"] == {"share_fake": False, "donate": False, "data": "sequential",
+                              "norm_metrics": False}
+    # Model FLOPs are the ablated step's: without share_fake, G's update runs G forward
+    # again on a batch of its own.
     g_forward = 2 * 8 * (100 * 7 * 7 * 64 + sum(s * s * cout * 4 * cin for s, cin, cout in
                                                ((14, 64, 32), (28, 32, 1))))
-    assert row["gflop_per_step"] * 1e9 == benchmark.step_flops("dcgan28", 8)
-    engine, _ = benchmark._engine("dcgan28", 8, "float32", 1, {"reuse_forward": False})
-    state = engine.abstract_state()
-    executed = flops.count(engine.train_step, state, jax.ShapeDtypeStruct((8, 28, 28, 1),
-                                                                          jnp.uint8))
-    assert executed == benchmark.step_flops("dcgan28", 8) + g_forward
+    assert row["gflop_per_step"] * 1e9 == benchmark.step_flops("dcgan28", 8, share_fake=False)
+    assert row["gflop_per_step"] * 1e9 == benchmark.step_flops("dcgan28", 8) + g_forward
     assert np.isfinite(row["d_loss"]) and row["profile"] is None
     base = dict(row, ablation=[], setting="jit", img_per_s=3 * row["img_per_s"])
     text = benchmark.ablation_table([base, row])
     assert f"| {' '.join(tags)} |" in text and "| 3.00x |" in text
 
 
-def test_a_program_compiled_from_shapes_alone_is_the_one_the_benchmark_runs():
-    config = benchmark.bench_config("dcgan28", 8, "float32", 2)
+def _small_engine(cls, devices=1, **kwargs):
+    """An MLP GAN's engine: the same programs as DCGAN's, compiled in seconds."""
+    config = benchmark.bench_config("dcgan28", 8, "float32", 1, devices=devices)
+    config.model.name, config.model.g_width, config.model.d_width = "mlp", 16, 16
     G, D = models.build(config.model, (28, 28, 1))
-    made = lambda: Engine(config, G=G, D=D, image_shape=(28, 28, 1),
-                          init_key=jax.random.PRNGKey(0), data_key=jax.random.PRNGKey(1),
-                          images=np.zeros((64, 28, 28, 1), np.uint8), unroll=False)
-    ran, abstract = made(), made()
+    return cls(config, G=G, D=D, image_shape=(28, 28, 1), init_key=jax.random.PRNGKey(0),
+               data_key=jax.random.PRNGKey(1), images=np.zeros((16, 28, 28, 1), np.uint8),
+               **kwargs)
+
+
+def _code(text):
+    """A compiled program's instructions; only the debug tables of source lines may be
+    ordered otherwise between two compiles of one program."""
+    return [re.sub(r", metadata=\{[^}]*\}", "", line)
+            for line in text[text.index("\n%"):].splitlines()]
+
+
+def test_the_benchmark_times_the_trainers_program_and_norm_metrics_0_drops_the_norms():
+    trainer, timed = _small_engine(Engine), _small_engine(TimedEngine)
+    lean = _small_engine(TimedEngine, norm_metrics=False)
+    out = []
+    for engine in (trainer, timed, lean):
+        state = engine.new_state()
+        engine.compile(state)
+        out.append(engine.dispatch(state))
+    # Unablated, the benchmark compiles the trainer's very program.
+    assert _code(timed.hlo_text()) == _code(trainer.compiled.as_text())
+    assert set(NORMS) <= set(timed.metric_names())
+    assert set(lean.metric_names()) == set(timed.metric_names()) - set(NORMS)
+    # Unread, the norms' reductions leave the program (each norm ends in a square root;
+    # Adam's updates hold the others), and the state is updated exactly as before (over
+    # more steps the fusions that change may round differently: ~1e-7 after two DCGAN steps).
+    sqrts = lambda engine: engine.hlo_text().count(" sqrt(")
+    assert sqrts(lean) == sqrts(timed) - len(NORMS)
+    (timed_state, timed_metrics), (lean_state, lean_metrics) = out[1:]
+    assert int(lean_state.step) == 1
+    for a, b in zip(jax.tree.leaves(timed_state), jax.tree.leaves(lean_state), strict=True):
+        np.testing.assert_array_equal(a, b)
+    for name, value in lean_metrics.items():
+        np.testing.assert_array_equal(value, timed_metrics[name], err_msg=name)
+
+
+def test_shard_latents_0_leaves_the_latent_draw_to_xla_on_several_devices():
+    sharded, free = (_small_engine(TimedEngine, devices=2, shard_latents=flag)
+                     for flag in (True, False))
+    for engine in (sharded, free):
+        engine.compile(engine.new_state())
+    assert _code(sharded.hlo_text()) != _code(free.hlo_text())
+
+
+def test_a_program_compiled_from_shapes_alone_is_the_one_the_benchmark_runs():
+    images = np.zeros((64, 28, 28, 1), np.uint8)
+    ran, abstract = (benchmark._engine("dcgan28", 8, "float32", 2, {"unroll": False},
+                                       images=images)[0] for _ in range(2))
     ran.compile(ran.new_state())
     abstract.compile_abstract()
-    # The same instructions; only the debug tables of source lines may be ordered otherwise.
-    code = lambda text: [re.sub(r", metadata=\{[^}]*\}", "", line)
-                         for line in text[text.index("\n%"):].splitlines()]
-    assert code(abstract.hlo_text()) == code(ran.hlo_text())
+    assert _code(abstract.hlo_text()) == _code(ran.hlo_text())
     assert abstract.program_bytes() == ran.program_bytes()
+    assert abstract.metric_names() == ran.metric_names()
 
 
 def test_compile_only_counts_the_kernels_of_one_step_and_labels_the_setting():
     mesh = parallel.make_mesh(1)
     row = benchmark.compile_only("dcgan28", 8, "float32", 3, mesh, unroll=False,
-                                 d_joint_pass=True)
-    assert row["ablation"] == ["unroll=0", "d_joint_pass=1"] and row["platform"] == "cpu"
+                                 norm_metrics=False)
+    assert row["ablation"] == ["unroll=0", "norm_metrics=0"] and row["platform"] == "cpu"
     loop = census.step_of(row["kernels"])
     # The K steps are one loop; its body holds one step: D's and G's convolutions, forward
     # and backward, and the optimizers' work.
@@ -327,7 +369,7 @@ def test_compile_only_counts_the_kernels_of_one_step_and_labels_the_setting():
     assert census.step_of(one["kernels"]) is one["kernels"]["per_call"]
     assert one["kernels"]["per_call"]["kinds"]["convolution"] >= 4
     line = census.table([row]).splitlines()[-1]
-    assert line.startswith("| 8 | float32 | 3 | unroll=0 d_joint_pass=1 |")
+    assert line.startswith("| 8 | float32 | 3 | unroll=0 norm_metrics=0 |")
     assert f"| {loop['total']} | {loop['kinds']['convolution']} |" in line
 
 
@@ -351,12 +393,7 @@ def test_compile_only_gpu_devices_fail_clearly_where_they_cannot_be_made(tmp_pat
 
 @pytest.mark.parametrize("donate", [True, False])
 def test_engine_donates_the_state_unless_told_not_to(donate):
-    config = benchmark.bench_config("dcgan28", 8, "float32", 1)
-    config.model.name, config.model.g_width, config.model.d_width = "mlp", 16, 16
-    G, D = models.build(config.model, (28, 28, 1))
-    engine = Engine(config, G=G, D=D, image_shape=(28, 28, 1), init_key=jax.random.PRNGKey(0),
-                    data_key=jax.random.PRNGKey(1), images=np.zeros((16, 28, 28, 1), np.uint8),
-                    donate=donate)
+    engine = _small_engine(TimedEngine, donate=donate)
     state = engine.new_state()
     engine.compile(state)
     new, _ = engine.dispatch(state)
@@ -376,3 +413,15 @@ def test_the_ratio_to_pytorch_is_in_the_rows_and_the_table():
     assert rows[0]["per_device_vs_best_pytorch"] == 1.25 and "| 1.25x |" in text
     assert rows[3]["per_device_vs_best_pytorch"] is None
     assert "per_device_vs_best_pytorch" not in rows[1]
+
+
+def test_nothing_in_the_library_imports_the_benchmark():
+    """gan_jax.perf sits on top of the library: a library module that imported it would
+    pull in the benchmark's machinery (and PyTorch's reference) with the trainer."""
+    perf = re.compile(r"^\s*(from\s+gan_jax\.perf\b|from\s+gan_jax\s+import\s+.*\bperf\b|"
+                      r"import\s+gan_jax\.perf\b)", re.M)
+    library = [p for p in (REPO / "gan_jax").rglob("*.py")
+               if (REPO / "gan_jax/perf") not in p.parents]
+    assert len(library) > 10
+    assert [str(p) for p in library if perf.search(p.read_text())] == []
+    assert perf.search("from gan_jax.perf import benchmark")  # The pattern itself matches.

@@ -53,7 +53,7 @@ def test_benchmark_script_profiles_ablates_and_survives_a_failing_setting(tmp_pa
                          cwd=REPO, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 1 and "--ablate_batches entry 16 is not one of" in bad.stderr
     bad = subprocess.run([sys.executable, "-m", "experiments.benchmark", "--batch_sizes=8",
-                          "--variant=donate=0", "--ablate=d_joint_pass=1",
+                          "--variant=donate=0", "--ablate=norm_metrics=0",
                           f"--out={tmp_path / 'none.json'}"],
                          cwd=REPO, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 1 and "cannot be combined with --ablate" in bad.stderr
@@ -118,7 +118,7 @@ def test_a_stopped_benchmark_keeps_its_rows_and_the_previous_results(tmp_path):
         [sys.executable, "-m", "experiments.benchmark", "--models=dcgan28", "--batch_sizes=8",
          "--dtypes=float32", "--steps_per_dispatch=1", "--torch=", "--windows=1",
          "--window_steps=1", "--matmul_peak=1e11", "--ablate=donate=0",
-         "--ablate=reuse_forward=0", f"--out={out}"],
+         "--ablate=norm_metrics=0", f"--out={out}"],
         cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 300

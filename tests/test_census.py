@@ -1,6 +1,6 @@
 """Reading compiled HLO before it runs: what each instruction is, the census of kernels
 per step, their bytes and FLOPs, and the roofline tables."""
-from gan_jax import census, hlo, hlo_cost
+from gan_jax.perf import census, hlo, hlo_cost
 
 # A GPU-style optimized module: cuDNN and cuBLAS custom calls, a Triton gemm fusion, fusions
 # with and without a reduction, a layout copy, and a while loop holding a body.

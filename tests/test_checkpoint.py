@@ -8,9 +8,12 @@ import jax
 import numpy as np
 import pytest
 
-from gan_jax import config as config_lib
-from gan_jax import components, models, sampling, train
-from gan_jax.checkpoint import CheckpointError, Checkpointer
+from gan_jax import models, trainer
+from gan_jax.trainer import config as config_lib
+from gan_jax.trainer import engine as trainer_engine
+from gan_jax.trainer import loop as trainer_loop
+from gan_jax.trainer import workdir as workdir_lib
+from gan_jax.trainer.checkpoint import CheckpointError, Checkpointer
 from gan_jax.errors import DivergenceError, WorkdirError
 from tests.helpers import (assert_trees_equal, load_config, metric_lines, restore, run_module,
                            start_module)
@@ -62,7 +65,7 @@ def _straight(c, workdir):
     and one save at the end is 10-15 s faster here than one every 20 steps."""
     c = c.copy_and_resolve_references()
     c.checkpoint.every = c.num_steps
-    train.train_and_evaluate(c, workdir)
+    trainer.train_and_evaluate(c, workdir)
 
 
 @pytest.mark.parametrize("name,steps,layout", [
@@ -87,7 +90,7 @@ def test_sigterm_then_resume_is_bit_identical(name, steps, layout, mnist_dir, tm
     assert "stopped by SIGTERM" in out and "resume with: python -m experiments.main" in out
     assert max(_steps(run / "checkpoints")) == summary["steps"]
 
-    resumed = train.train_and_evaluate(c, run)
+    resumed = trainer.train_and_evaluate(c, run)
     assert resumed["resumed_from"] == summary["steps"] and resumed["steps"] == steps
     a, _ = restore(tmp_path / "straight", c)
     b, _ = restore(run, c)
@@ -109,14 +112,14 @@ def test_sigkill_between_checkpoints_then_resume(mnist_dir, tmp_path):
     proc.wait()
     last = max(_steps(run / "checkpoints"))
     assert last < 100
-    assert train.train_and_evaluate(c, run)["resumed_from"] == last
+    assert trainer.train_and_evaluate(c, run)["resumed_from"] == last
     assert not [p for p in (run / "checkpoints").iterdir() if "tmp" in p.name]
     assert_trees_equal(restore(tmp_path / "straight", c)[0], restore(run, c)[0])
 
 
 def test_half_written_checkpoint_is_ignored(mnist_dir, tmp_path):
     c = _config(mnist_dir)
-    train.train_and_evaluate(c, tmp_path)
+    trainer.train_and_evaluate(c, tmp_path)
     ckpts = tmp_path / "checkpoints"
     # What a SIGKILL during Orbax's save of step 60 leaves: a temporary dir, not renamed.
     partial = ckpts / "60.orbax-checkpoint-tmp-1795890000000000"
@@ -141,10 +144,10 @@ def _first_rng(seed=0):
 def _inject_nan_at(monkeypatch, step_no, only_rng=None):
     """Makes G's params NaN going into step ``step_no`` (only while state.rng is
     ``only_rng``, if given), through the trainer's own step builder."""
-    make_step = components.make_step
+    make_step = trainer_engine.make_step
 
-    def patched(config, G, D, axis_name=None, **options):
-        inner = make_step(config, G, D, axis_name, **options)
+    def patched(config, G, D, **options):
+        inner = make_step(config, G, D, **options)
 
         def step(state, batch):
             hit = state.step == step_no - 1
@@ -155,14 +158,14 @@ def _inject_nan_at(monkeypatch, step_no, only_rng=None):
                                                              state.g_params)), batch)
         return step
 
-    monkeypatch.setattr(components, "make_step", patched)
+    monkeypatch.setattr(trainer_engine, "make_step", patched)
 
 
 def test_nan_stops_and_keeps_last_good_checkpoint(mnist_dir, tmp_path, monkeypatch):
     _inject_nan_at(monkeypatch, 27)
     c = _config(mnist_dir)
     with pytest.raises(DivergenceError, match=r"^Step 27: \w+ is nan"):
-        train.train_and_evaluate(c, tmp_path)
+        trainer.train_and_evaluate(c, tmp_path)
     assert _steps(tmp_path / "checkpoints") == [20]
     state, _ = restore(tmp_path, c)
     assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state))
@@ -171,7 +174,7 @@ def test_nan_stops_and_keeps_last_good_checkpoint(mnist_dir, tmp_path, monkeypat
 def test_nan_rollback_continues_with_fresh_key(mnist_dir, tmp_path, monkeypatch):
     _inject_nan_at(monkeypatch, 27, only_rng=_first_rng())
     c = _config(mnist_dir, nan_rollbacks=1)
-    summary = train.train_and_evaluate(c, tmp_path)
+    summary = trainer.train_and_evaluate(c, tmp_path)
     assert summary["rollbacks"] == 1 and summary["steps"] == 40
     events = [m for m in metric_lines(tmp_path) if m.get("event") == "rollback"]
     assert len(events) == 1 and events[0]["step"] == 20 and "Step 27" in events[0]["reason"]
@@ -183,9 +186,9 @@ def test_nan_rollback_continues_with_fresh_key(mnist_dir, tmp_path, monkeypatch)
 def test_nan_rollback_rereads_the_streaming_input_from_the_checkpoint(mnist_dir, tmp_path,
                                                                      monkeypatch):
     c = _config(mnist_dir, nan_rollbacks=1, **{"dataset.pipeline": "streaming"})
-    train.train_and_evaluate(c, tmp_path / "straight")
+    trainer.train_and_evaluate(c, tmp_path / "straight")
     _inject_nan_at(monkeypatch, 27, only_rng=_first_rng())
-    assert train.train_and_evaluate(c, tmp_path / "rolled")["rollbacks"] == 1
+    assert trainer.train_and_evaluate(c, tmp_path / "rolled")["rollbacks"] == 1
     # Steps 21-40 read the same batches again, so the input ends where the straight run's
     # does; without the rewind it skipped the batches read ahead before the NaN.
     _, straight = restore(tmp_path / "straight", c)
@@ -195,23 +198,23 @@ def test_nan_rollback_rereads_the_streaming_input_from_the_checkpoint(mnist_dir,
 
 def test_a_run_without_a_checkpoint_writes_its_logs_afresh(mnist_dir, tmp_path):
     c = _config(mnist_dir)
-    train.train_and_evaluate(c, tmp_path)
+    trainer.train_and_evaluate(c, tmp_path)
     lines, summary = metric_lines(tmp_path), (tmp_path / "summary.json").read_bytes()
     # A finished run run again does nothing and keeps its summary.
-    assert train.train_and_evaluate(c, tmp_path) == json.loads(summary)
+    assert trainer.train_and_evaluate(c, tmp_path) == json.loads(summary)
     assert (tmp_path / "summary.json").read_bytes() == summary
     # What a kill before the first checkpoint leaves: log lines, a torn one, no checkpoint.
     shutil.rmtree(tmp_path / "checkpoints")
     with open(tmp_path / "metrics.jsonl", "a") as f:
         f.write('{"step": 30, "d_lo')
-    train.train_and_evaluate(c, tmp_path)
+    trainer.train_and_evaluate(c, tmp_path)
     assert metric_lines(tmp_path) == lines
 
 
 def test_resume_with_other_shapes_fails_first_and_changes_nothing(mnist_dir, tmp_path,
                                                                   monkeypatch):
     c = _config(mnist_dir)
-    train.train_and_evaluate(c, tmp_path)
+    trainer.train_and_evaluate(c, tmp_path)
     before = _snapshot(tmp_path)
     build = models.build
 
@@ -220,9 +223,9 @@ def test_resume_with_other_shapes_fails_first_and_changes_nothing(mnist_dir, tmp
         model_cfg.g_width = 64
         return build(model_cfg, image_shape, dtype, axis_name)
 
-    monkeypatch.setattr(train.models, "build", wider)
+    monkeypatch.setattr(trainer_loop.models, "build", wider)
     with pytest.raises(CheckpointError) as e:
-        train.train_and_evaluate(c, tmp_path)
+        trainer.train_and_evaluate(c, tmp_path)
     msg = str(e.value)
     assert "generator/params/Dense_0/kernel: checkpoint float32[100, 256], model float32[100, 64]" \
         in msg and "optimizer/g/0/mu/Dense_0/kernel" in msg
@@ -231,11 +234,11 @@ def test_resume_with_other_shapes_fails_first_and_changes_nothing(mnist_dir, tmp
 
 def test_resume_with_a_reshaping_config_lists_keys_and_shapes(mnist_dir, tmp_path):
     c = _config(mnist_dir)
-    train.train_and_evaluate(c, tmp_path)
+    trainer.train_and_evaluate(c, tmp_path)
     before = _snapshot(tmp_path)
     c.model.d_width = 32
     with pytest.raises(WorkdirError) as e:
-        train.train_and_evaluate(c, tmp_path)
+        trainer.train_and_evaluate(c, tmp_path)
     msg = str(e.value)
     assert "model.d_width: 128 -> 32" in msg
     assert "discriminator/params/Dense_0/kernel: checkpoint float32[784, 128], model " \
@@ -245,29 +248,29 @@ def test_resume_with_a_reshaping_config_lists_keys_and_shapes(mnist_dir, tmp_pat
 
 def test_corrupted_and_foreign_checkpoints(mnist_dir, tmp_path):
     c = _config(mnist_dir)
-    train.train_and_evaluate(c, tmp_path)
+    trainer.train_and_evaluate(c, tmp_path)
     # A checkpoint whose run info names another model.
     meta = tmp_path / "checkpoints" / "20" / "run" / "metadata"
     info = json.loads(meta.read_text())
     info["config"]["model"]["name"] = "dcgan"
     meta.write_text(json.dumps(info))
     with pytest.raises(CheckpointError, match=r"checkpoints/20 does not match the dcgan model"):
-        sampling.from_checkpoint(tmp_path, 4, step=20)
+        workdir_lib.sample(tmp_path, 4, step=20)
     # Damaged array data.
     for f in (tmp_path / "checkpoints" / "40" / "generator").rglob("*"):
         if f.is_file() and f.parent.name == "d":
             f.write_bytes(b"garbage")
     with pytest.raises(CheckpointError, match=r"checkpoints/40 .*damaged"):
-        sampling.from_checkpoint(tmp_path, 4)
+        workdir_lib.sample(tmp_path, 4)
     with pytest.raises(CheckpointError, match=r"checkpoints/40"):
-        train.train_and_evaluate(c, tmp_path)
+        trainer.train_and_evaluate(c, tmp_path)
 
 
 def test_best_checkpoint_is_kept_with_the_latest(mnist_dir, tmp_path):
     c = _config(mnist_dir, num_steps=60, log_every=10, sample_every=60,
                 **{"checkpoint.every": 10, "checkpoint.keep": 1,
                    "checkpoint.best_metric": "d_loss", "checkpoint.best_mode": "min"})
-    train.train_and_evaluate(c, tmp_path)
+    trainer.train_and_evaluate(c, tmp_path)
     losses = {m["step"]: m["d_loss"] for m in metric_lines(tmp_path) if "d_loss" in m}
     best = min(losses, key=losses.get)
     assert _steps(tmp_path / "checkpoints") == sorted({best, 60})
@@ -275,7 +278,7 @@ def test_best_checkpoint_is_kept_with_the_latest(mnist_dir, tmp_path):
 
 def test_sample_cli(mnist_dir, tmp_path):
     c = _config(mnist_dir)
-    train.train_and_evaluate(c, tmp_path / "run")
+    trainer.train_and_evaluate(c, tmp_path / "run")
     w = f"--workdir={tmp_path / 'run'}"
     outs = []
     for name, extra in (("a", []), ("b", []), ("raw", ["--no-ema"])):

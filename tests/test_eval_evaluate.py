@@ -9,7 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gan_jax import logs, sampling, train
+from gan_jax import files, trainer
+from gan_jax.trainer import workdir as workdir_lib
+from gan_jax.trainer.evaluation import evaluate_checkpoint
 from gan_jax.eval import evaluate, features, metrics, reference
 from tests.helpers import load_config, run_module
 
@@ -21,7 +23,7 @@ def run_dir(mnist_dir, tmp_path_factory):
     c = load_config("mnist_mlp", "smoke")
     c.dataset.data_dir = mnist_dir
     workdir = tmp_path_factory.mktemp("run")
-    train.train_and_evaluate(c, workdir)
+    trainer.train_and_evaluate(c, workdir)
     return workdir
 
 
@@ -31,7 +33,7 @@ def mnist_ex(mnist_classifier, mnist_dir):
 
 
 def _evaluate(run_dir, tmp_path, metrics="fid", **kw):
-    return evaluate.evaluate_checkpoint(run_dir, metrics, kw.pop("num", 400),
+    return evaluate_checkpoint(run_dir, metrics, kw.pop("num", 400),
                                         reference_num=1000, reference_cache=tmp_path / "ref",
                                         log=lambda *a: None, **{**SMALL, **kw})
 
@@ -59,9 +61,9 @@ def test_evaluate_checkpoint_appends_one_line_per_metric(run_dir, mnist_ex, tmp_
 
 def test_evaluation_matches_the_sampler(run_dir, mnist_ex, tmp_path):
     # The images evaluated are the ones experiments.sample draws with the same seed.
-    images, _ = sampling.from_checkpoint(run_dir, 300, seed=3)
+    images, _ = workdir_lib.sample(run_dir, 300, seed=3)
     ref = reference.from_images(mnist_ex, images[:150], {"dataset": "own"})
-    draw, z_dim, _, _ = sampling.load_generator(run_dir)
+    draw, z_dim, _, _ = workdir_lib.load_generator(run_dir)
     got = evaluate.evaluate_generator(draw, 150, z_dim=z_dim, extractor=mnist_ex,
                                       reference=ref, seed=3)
     assert abs(got["fid"]) < 1e-6 * metrics.fid(ref.features, ref.features + 1.0)
@@ -70,7 +72,7 @@ def test_evaluation_matches_the_sampler(run_dir, mnist_ex, tmp_path):
 def test_a_failed_evaluation_leaves_eval_jsonl_untouched(run_dir, mnist_ex, tmp_path,
                                                          monkeypatch):
     path = run_dir / "eval.jsonl"
-    logs.append_jsonl(path, [{"step": 0, "metric": "marker"}])
+    files.append_jsonl(path, [{"step": 0, "metric": "marker"}])
     before = path.read_bytes()
 
     def interrupted(*a, **k):
@@ -84,13 +86,13 @@ def test_a_failed_evaluation_leaves_eval_jsonl_untouched(run_dir, mnist_ex, tmp_
 def test_append_jsonl_is_all_or_nothing(tmp_path, monkeypatch):
     path = tmp_path / "eval.jsonl"
     path.write_text('{"a": 1}\n{"torn": ')  # What a crash mid-write elsewhere leaves.
-    logs.append_jsonl(path, [{"b": 2}, {"c": 3}])
+    files.append_jsonl(path, [{"b": 2}, {"c": 3}])
     assert path.read_text().splitlines()[-2:] == ['{"b": 2}', '{"c": 3}']
     before = path.read_bytes()
     real_write = os.write
     monkeypatch.setattr(os, "write", lambda fd, data: real_write(fd, data[:5]))
     with pytest.raises(OSError, match="nothing was appended"):
-        logs.append_jsonl(path, [{"d": 4}])
+        files.append_jsonl(path, [{"d": 4}])
     assert path.read_bytes() == before
 
 
@@ -197,7 +199,7 @@ def test_inception_extractor_end_to_end(run_dir, mnist_dir, tmp_path, monkeypatc
     from gan_jax.eval import inception_weights as iw
     digest = iw.save(iw.random_params(0), tmp_path / "w.npz", {"source": "test"})
     monkeypatch.setenv(iw.ENV, str(tmp_path / "w.npz"))
-    rows = evaluate.evaluate_checkpoint(run_dir, "fid,is", 12, extractor="inception",
+    rows = evaluate_checkpoint(run_dir, "fid,is", 12, extractor="inception",
                                         reference_num=12, reference_cache=tmp_path / "ref",
                                         data_dir=mnist_dir, log=lambda *a: None)
     fid, inception_score = rows

@@ -4,12 +4,12 @@ import json
 
 import pytest
 
-from gan_jax import config as config_lib
-from gan_jax import train
-from gan_jax.checkpoint import Checkpointer
+from gan_jax import trainer
+from gan_jax.trainer import config as config_lib
+from gan_jax.trainer.checkpoint import Checkpointer
 from gan_jax.errors import ConfigError
-from gan_jax.eval import scheduled
-from gan_jax.logs import append_jsonl
+from gan_jax.trainer import evaluation as scheduled
+from gan_jax.files import append_jsonl
 from tests.helpers import load_config
 
 
@@ -20,7 +20,7 @@ def test_training_evaluates_on_schedule(private_cache, mnist_dir, tmp_path):
     c.eval.kid_subset_size, c.eval.reference_num = 100, 1000
     c.checkpoint.keep, c.checkpoint.best_metric = 1, "fid"
     c.log_every = 40  # No log line between an eval and the next checkpoint.
-    summary = train.train_and_evaluate(c, tmp_path / "run")
+    summary = trainer.train_and_evaluate(c, tmp_path / "run")
 
     rows = [json.loads(s) for s in (tmp_path / "run/eval.jsonl").read_text().splitlines()]
     assert [(r["step"], r["metric"]) for r in rows] == [

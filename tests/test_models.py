@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from gan_jax import state as state_lib
-from gan_jax.models import batchnorm, dcgan, layers, mlp
-from tests.helpers import assert_trees_equal
+from gan_jax.models import dcgan, layers, mlp
+from tests.reference_ops import upsample_dilated, upsample_phases
 
 KEY = jax.random.PRNGKey(0)
 
@@ -84,7 +84,8 @@ def test_bad_resolution_and_image_size():
         _init(dcgan.Discriminator(resolution=32), jnp.zeros((2, 28, 28, 1)))
 
 
-_UPSAMPLES = (layers.upsample_conv_transpose, layers.upsample_dilated, layers.upsample_phases)
+# gan_jax's one form, then the two references.
+_UPSAMPLES = (layers.upsample_conv_transpose, upsample_dilated, upsample_phases)
 
 
 @pytest.mark.parametrize("shape", [(2, 7, 7, 5), (3, 4, 6, 1)])
@@ -110,7 +111,7 @@ def test_the_transposed_conv_has_second_derivatives():
         return jax.grad(lambda k: jnp.sum(g(k) ** 2))(k)
 
     np.testing.assert_allclose(grad_norm_grad(layers.upsample_conv_transpose),
-                               grad_norm_grad(layers.upsample_dilated), rtol=1e-4, atol=1e-4)
+                               grad_norm_grad(upsample_dilated), rtol=1e-4, atol=1e-4)
 
 
 def test_upconv_matches_pytorch_conv_transpose_semantics():
@@ -124,117 +125,3 @@ def test_upconv_matches_pytorch_conv_transpose_semantics():
         assert y.shape == (6, 6)
         np.testing.assert_array_equal(y[1:5, 1:5], np.asarray(k)[::-1, ::-1, 0, 0])
         assert y.sum() == np.asarray(k).sum()
-
-
-def test_config_chooses_the_upsampling_and_refuses_an_unknown_one():
-    from gan_jax import config as config_lib
-    from gan_jax import models
-    c = config_lib.defaults()
-    c.model.name = "dcgan"
-    assert models.build(c.model, (28, 28, 1))[0].upsample == "auto"
-    c.model.upsample = "transpose"
-    assert models.build(c.model, (28, 28, 1))[0].upsample == "transpose"
-    c.model.upsample = "bilinear"
-    with pytest.raises(ValueError, match="config.model.upsample must be"):
-        models.build(c.model, (28, 28, 1))
-    c.model.upsample = "auto"
-    assert {m.bn_grad for m in models.build(c.model, (28, 28, 1))} == {"autodiff"}
-    c.model.bn_grad = "closed_form"
-    assert {m.bn_grad for m in models.build(c.model, (28, 28, 1))} == {"closed_form"}
-    c.model.bn_grad = "analytic"
-    with pytest.raises(ValueError, match="config.model.bn_grad must be one of"):
-        models.build(c.model, (28, 28, 1))
-
-
-@pytest.mark.parametrize("dtype,groups", [(jnp.float32, 2), (jnp.bfloat16, 2), (jnp.float32, 3)])
-def test_one_grouped_discriminator_call_equals_one_call_per_batch(dtype, groups):
-    # D scores real and fake in one call (steps' d_joint_pass): its BatchNorm must give each
-    # interleaved batch its own statistics, and update the running ones batch after batch.
-    D = dcgan.Discriminator(resolution=32, width=8, dtype=dtype)
-    v = _init(D, jnp.zeros((2, 32, 32, 3)))
-    v = {**v, "batch_stats": jax.tree.map(lambda s: s + 0.3, v["batch_stats"])}
-    xs = [jax.random.normal(jax.random.PRNGKey(i), (5, 32, 32, 3)) * (i + 1) + i
-          for i in range(groups)]
-
-    def apart(params, xs):
-        stats, outs = v["batch_stats"], []
-        for x in xs:
-            out, new = D.apply({"params": params, "batch_stats": stats}, x, train=True,
-                               mutable=["batch_stats"])
-            stats, outs = new["batch_stats"], outs + [out.astype(jnp.float32)]
-        return jnp.stack(outs, 1), stats
-
-    def together(params, xs, g=groups):
-        x = jnp.stack(xs, 1).reshape(-1, *xs[0].shape[1:])
-        out, new = D.apply({"params": params, "batch_stats": v["batch_stats"]}, x, train=True,
-                           groups=g, mutable=["batch_stats"])
-        return out.astype(jnp.float32).reshape(-1, groups), new["batch_stats"]
-
-    tol = dict(rtol=2e-2, atol=2e-2) if dtype == jnp.bfloat16 else dict(rtol=1e-5, atol=1e-5)
-    (a, sa), (b, sb) = jax.jit(apart)(v["params"], xs), jax.jit(together)(v["params"], xs)
-    np.testing.assert_allclose(a, b, **tol)
-    stats_tol = dict(rtol=1e-3, atol=1e-5) if dtype == jnp.bfloat16 else dict(rtol=1e-5,
-                                                                              atol=1e-6)
-    for x, y in zip(jax.tree.leaves(sa), jax.tree.leaves(sb), strict=True):
-        np.testing.assert_allclose(x, y, **stats_tol)
-    loss = lambda f: lambda p: jnp.sum(jnp.sin(f(p, xs)[0]))
-    # Gradients in float32 only: bfloat16 weight gradients are long sums rounded to 8 bits,
-    # which one call and two calls round differently (up to 8% of a tensor's largest entry).
-    if dtype == jnp.float32:
-        for x, y in zip(jax.tree.leaves(jax.jit(jax.grad(loss(apart)))(v["params"])),
-                        jax.tree.leaves(jax.jit(jax.grad(loss(together)))(v["params"]))):
-            np.testing.assert_allclose(x, y, **tol)
-    # Guard: one set of statistics over all the batches is another function.
-    mixed, _ = jax.jit(lambda p, xs: together(p, xs, g=1))(v["params"], xs)
-    assert not np.allclose(a, mixed, rtol=1e-2, atol=1e-2)
-    # Outside training the running averages are used and the groups do not matter.
-    x = jnp.concatenate(xs)
-    np.testing.assert_array_equal(_apply(D, v, x, train=False),
-                                  _apply(D, v, x, train=False, groups=groups))
-    with pytest.raises(ValueError, match="not a multiple of 2"):
-        D.apply(v, jnp.zeros((3, 32, 32, 3)), train=True, groups=2, mutable=["batch_stats"])
-
-
-@pytest.mark.parametrize("dtype,groups", [(jnp.float32, 1), (jnp.float32, 3), (jnp.bfloat16, 2)])
-def test_closed_form_batchnorm_gradient_equals_autodiff(dtype, groups):
-    # Same forward (bit for bit) and running averages; first and second derivatives (R1 and
-    # the gradient penalty differentiate D's gradient) to float rounding.
-    x = jax.random.normal(KEY, (12, 5, 5, 7)) * 3 + 1
-    out = {}
-    for grad in batchnorm.BN_GRADS:
-        bn = batchnorm.GroupedBatchNorm(groups, momentum=0.9, dtype=dtype, grad=grad)
-        v = bn.init(KEY, x)
-        p = jax.tree.map(lambda a: a + 0.3 * jax.random.normal(KEY, a.shape), v["params"])
-
-        def f(p, x, bn=bn, v=v):
-            y, new = bn.apply({"params": p, "batch_stats": v["batch_stats"]}, x.astype(dtype),
-                              mutable=["batch_stats"])
-            y = y.astype(jnp.float32)
-            return jnp.sum(jnp.sin(y) * jnp.arange(y.shape[-1])), new
-
-        (loss, stats), g = jax.jit(jax.value_and_grad(f, argnums=(0, 1), has_aux=True))(p, x)
-        g2 = jax.jit(jax.grad(lambda p, f=f: jnp.sum(jax.grad(lambda x: f(p, x)[0])(x) ** 2)))(p)
-        out[grad] = (loss, stats, g, g2)
-    a, b = out["autodiff"], out["closed_form"]
-    assert_trees_equal(a[:2], b[:2])
-    # bfloat16: autodiff rounds its intermediate gradients to 8 bits, the closed form does not.
-    tol = 1e-2 if dtype == jnp.bfloat16 else 2e-6
-    for u, w in zip(jax.tree.leaves(a[2:]), jax.tree.leaves(b[2:]), strict=True):
-        u, w = np.asarray(u, np.float32), np.asarray(w, np.float32)
-        np.testing.assert_allclose(w, u, rtol=0, atol=tol * np.abs(u).max())
-    # Guard: the gradient is not trivially the same, the input's gradient is nonzero.
-    assert np.abs(np.asarray(a[2][1], np.float32)).max() > 1e-2
-
-
-def test_dcgan_with_closed_form_batchnorm_is_the_same_model():
-    # Same parameter tree (checkpoints are interchangeable) and, in eval mode, the same
-    # nn.BatchNorm on the running averages.
-    x = jax.random.normal(KEY, (4, 32, 32, 3))
-    D, Dc = (dcgan.Discriminator(resolution=32, width=8, bn_grad=g) for g in batchnorm.BN_GRADS)
-    v, vc = _init(D, x), _init(Dc, x)
-    assert jax.tree.structure(v) == jax.tree.structure(vc)
-    assert_trees_equal(v, vc)
-    assert_trees_equal(_apply(D, v, x, train=False), _apply(Dc, v, x, train=False))
-    with pytest.raises(ValueError, match="grad must be one of"):
-        dcgan.Discriminator(resolution=32, width=8, bn_grad="x").apply(
-            v, x, train=True, mutable=["batch_stats"])

@@ -8,7 +8,7 @@ import socket
 import jax
 import numpy as np
 
-from gan_jax import train
+from gan_jax import trainer
 from tests.helpers import load_config, metric_lines, restore, start_module
 
 
@@ -49,7 +49,7 @@ def test_two_processes_match_one_process_of_four(mnist_dir, tmp_path, monkeypatc
     c.dataset.data_dir = mnist_dir
     # Every dispatch (K = 2 steps) logged and checkpointed, and every checkpoint kept.
     c.log_every, c.checkpoint.every, c.checkpoint.keep = 2, 2, 10
-    train.train_and_evaluate(c, tmp_path / "one")
+    trainer.train_and_evaluate(c, tmp_path / "one")
 
     port = _free_port()
     monkeypatch.setenv("JAX_NUM_CPU_DEVICES", "2")
@@ -72,7 +72,7 @@ def test_two_processes_match_one_process_of_four(mnist_dir, tmp_path, monkeypatc
     (tmp_path / "resumed" / "checkpoints").mkdir(parents=True)
     shutil.copytree(tmp_path / "two" / "checkpoints" / "18",
                     tmp_path / "resumed" / "checkpoints" / "18")
-    assert train.train_and_evaluate(c, tmp_path / "resumed")["resumed_from"] == 18
+    assert trainer.train_and_evaluate(c, tmp_path / "resumed")["resumed_from"] == 18
     _assert_same_dispatch(tmp_path / "resumed", tmp_path / "two", 20, c)
 
     assert sorted(_metrics(tmp_path / "two")) == list(range(2, 21, 2))

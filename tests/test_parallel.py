@@ -8,7 +8,7 @@ import pytest
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from gan_jax import parallel, steps, train
+from gan_jax import losses, parallel, steps, trainer
 from gan_jax import state as state_lib
 from gan_jax.data import augment, device
 from gan_jax.errors import ConfigError
@@ -19,10 +19,9 @@ SHAPE = (28, 28, 1)
 TX = optax.adam(2e-4, b1=0.5)
 
 
-def _models(axis_name=None, bn_grad="autodiff"):
-    return (dcgan.Generator(resolution=28, width=8, channels=1, z_dim=16, axis_name=axis_name,
-                            bn_grad=bn_grad),
-            dcgan.Discriminator(resolution=28, width=8, axis_name=axis_name, bn_grad=bn_grad))
+def _models(axis_name=None):
+    return (dcgan.Generator(resolution=28, width=8, channels=1, z_dim=16, axis_name=axis_name),
+            dcgan.Discriminator(resolution=28, width=8, axis_name=axis_name))
 
 
 def _create(G, D):
@@ -51,15 +50,13 @@ def single_device_run():
     return st
 
 
-@pytest.mark.parametrize("joint,bn_grad", [(False, "autodiff"), (True, "autodiff"),
-                                           (False, "closed_form")])
-def test_jit_sharded_step_matches_one_device(single_device_run, joint, bn_grad):
-    G, D = _models(bn_grad=bn_grad)
+def test_jit_sharded_step_matches_one_device(single_device_run):
+    G, D = _models()
     mesh = parallel.make_mesh()
     st = parallel.create_state(_create(G, D), jax.random.PRNGKey(0), mesh)
     for leaf in jax.tree.leaves(st):  # Built in place, replicated: what the design says.
         assert leaf.sharding == NamedSharding(mesh, P()) and leaf.sharding.is_fully_replicated
-    step = parallel.shard_step(steps.make_train_step(G, D, n_dis=2, d_joint_pass=joint), mesh)
+    step = parallel.shard_step(steps.make_train_step(G, D, n_dis=2), mesh)
     for b in _batches():
         b = jax.device_put(b, parallel.batch_sharded(mesh))
         assert len(b.addressable_shards) == 4 and b.addressable_shards[0].data.shape[0] == 4
@@ -69,14 +66,10 @@ def test_jit_sharded_step_matches_one_device(single_device_run, joint, bn_grad):
     _close(single_device_run, st)
 
 
-# closed_form: BatchNorm's hand-written gradient must also take its means over every device.
-@pytest.mark.parametrize("joint,bn_grad", [(False, "autodiff"), (True, "autodiff"),
-                                           (True, "closed_form")])
-def test_pmap_step_with_synced_batchnorm_matches_one_device(single_device_run, joint, bn_grad):
-    G, D = _models(axis_name=parallel.AXIS, bn_grad=bn_grad)
+def test_pmap_step_with_synced_batchnorm_matches_one_device(single_device_run):
+    G, D = _models(axis_name=parallel.AXIS)
     st = parallel.replicate(jax.jit(_create(*_models()))(jax.random.PRNGKey(0)))
-    step = parallel.pmap_step(steps.make_train_step(G, D, n_dis=2, axis_name=parallel.AXIS,
-                                                    d_joint_pass=joint))
+    step = parallel.pmap_step(steps.make_train_step(G, D, n_dis=2, axis_name=parallel.AXIS))
     for b in _batches():
         st, m = step(st, parallel.split_for_pmap(b, 4))
     assert m["d_loss"].shape == (4,) and len(set(np.asarray(m["d_loss"]).tolist())) == 1
@@ -97,7 +90,7 @@ def test_unsynced_batchnorm_would_differ(single_device_run):
 def test_pmap_augmentation_and_gradient_penalty_draw_as_one_device_would():
     # Each device takes its images' share of the global batch's draws, rather than every
     # device repeating one draw (shifts, colours, cutouts, interpolation weights).
-    kw = dict(augment=augment.make("color,translation,cutout"), d_penalty=steps.penalty("gp", 1.0))
+    kw = dict(augment=augment.make("color,translation,cutout"), d_penalty=losses.penalty("gp", 1.0))
     G, D = _models()
     one = jax.jit(_create(G, D))(jax.random.PRNGKey(0))
     step = jax.jit(steps.make_train_step(G, D, **kw))
@@ -199,12 +192,12 @@ def test_bad_layouts_fail_before_compiling(mnist_dir, tmp_path):
     c.dataset.data_dir = mnist_dir
     c.batch_size = 30
     with pytest.raises(ConfigError, match="30 images does not divide evenly over 4"):
-        train.train_and_evaluate(c, tmp_path)
+        trainer.train_and_evaluate(c, tmp_path)
     assert not (tmp_path / "config.json").exists()
     c.batch_size, c.parallel.mode = 32, "pmap"
     c.parallel.num_devices = 3
     with pytest.raises(ConfigError, match="32 images does not divide evenly over 3"):
-        train.train_and_evaluate(c, tmp_path)
+        trainer.train_and_evaluate(c, tmp_path)
     # A pmap on 1 of the 4 devices holds all 100 images on it; on all 4, 25 each.
     kw = dict(rows_per_step=64, num_examples=100, key=jax.random.PRNGKey(0),
               axis_name=parallel.AXIS)
@@ -218,22 +211,29 @@ def test_each_device_does_its_share_of_the_generators_work(share_fake):
     # Under jit over 4 devices each device must run a quarter of the batch. Left to itself,
     # XLA runs G on the whole latent draw on every device; the engine lays the draw out
     # like the real batch. (An MLP: it compiles fast, and its G and D cost about the same.)
-    from gan_jax import benchmark, models
-    from gan_jax.engine import Engine
+    from gan_jax import models
+    from gan_jax.trainer import config as config_lib
+    from gan_jax.trainer import engine as engine_lib
 
-    def per_device_flops(num_devices, **options):
-        config = benchmark.bench_config("dcgan28", 16, "float32", 1, share_fake)
-        config.model.name, config.model.g_width, config.model.d_width = "mlp", 64, 64
+    class LatentsLeftToXLA(engine_lib.Engine):
+        def make_step(self, G, D):
+            return engine_lib.make_step(self.config, G, D)
+
+    def per_device_flops(num_devices, engine_type=engine_lib.Engine):
+        config = config_lib.defaults()
+        config.model.g_width, config.model.d_width = 64, 64  # The MLP.
+        config.batch_size, config.share_fake, config.steps_per_dispatch = 16, share_fake, 1
         config.parallel.num_devices = num_devices
+        config = config_lib.validate(config)
         G, D = models.build(config.model, SHAPE)
-        engine = Engine(config, G=G, D=D, image_shape=SHAPE, init_key=jax.random.PRNGKey(0),
-                        data_key=jax.random.PRNGKey(1), step_options=options,
-                        images=np.zeros((64, *SHAPE), np.uint8))
+        engine = engine_type(config, G=G, D=D, image_shape=SHAPE,
+                             init_key=jax.random.PRNGKey(0), data_key=jax.random.PRNGKey(1),
+                             images=np.zeros((64, *SHAPE), np.uint8))
         engine.compile(engine.new_state())
-        return engine.cost_analysis()["flops"]
+        return engine.compiled.cost_analysis()["flops"]
 
     # Measured: 34-35% of the one-device FLOPs per device (a quarter of the batch work plus
     # the optimizer's update, which every device runs whole), 86-88% left to XLA.
     whole = per_device_flops(1)
     assert per_device_flops(4) < 0.4 * whole
-    assert per_device_flops(4, batch_sharding=None) > 0.6 * whole  # What XLA does alone.
+    assert per_device_flops(4, LatentsLeftToXLA) > 0.6 * whole  # What XLA does alone.

@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from gan_jax import profiling
+from gan_jax.perf import profiling
 
 def test_a_traced_program_is_split_into_kinds_of_work(tmp_path):
     k = jax.random.normal(jax.random.PRNGKey(0), (3, 3, 16, 16))

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gan_jax import train
+from gan_jax import trainer
+from gan_jax.trainer import workdir as workdir_lib
 from gan_jax.data.sources import DatasetError
 from gan_jax.errors import ConfigError, DivergenceError, WorkdirError
 from tests.helpers import load_config, run_module
@@ -32,7 +33,7 @@ def _events(path: pathlib.Path):
 def test_smoke_run_writes_every_artefact(repo_root, mnist_dir, tmp_path):
     c = _config(repo_root)
     c.dataset.data_dir = mnist_dir
-    summary = train.train_and_evaluate(c, tmp_path)
+    summary = trainer.train_and_evaluate(c, tmp_path)
     assert summary["steps"] == 40 and summary["images_per_s"] > 0
     saved = json.loads((tmp_path / "config.json").read_text())
     assert saved["batch_size"] == 32 and saved["model"]["name"] == "mlp"
@@ -57,17 +58,17 @@ def test_a_log_line_waits_for_the_next_dispatch_unless_the_host_waits_anyway(
         mnist_dir, tmp_path, monkeypatch):
     # Writing step s's line reads its metrics, which waits for the device: the loop queues
     # the next dispatch first, except where a checkpoint or sample grid waits anyway.
-    from gan_jax import engine, logs
+    from gan_jax.trainer import engine, writers
     order = []
-    dispatch, scalars = engine.Engine.dispatch, logs.Writer.scalars
+    dispatch, scalars = engine.Engine.dispatch, writers.JsonlWriter.write_scalars
     monkeypatch.setattr(engine.Engine, "dispatch",
                         lambda self, st: order.append("d") or dispatch(self, st))
-    monkeypatch.setattr(logs.Writer, "scalars",
+    monkeypatch.setattr(writers.JsonlWriter, "write_scalars",
                         lambda self, step, v: order.append(f"L{step}") or scalars(self, step, v))
     c = load_config("mnist_mlp", "smoke")  # K = 5, 40 steps, logs every 10.
     c.dataset.data_dir = mnist_dir
     c.sample_every, c.checkpoint.every = 20, 20
-    train.train_and_evaluate(c, tmp_path)
+    trainer.train_and_evaluate(c, tmp_path)
     assert "".join(order) == "dddL10dL20dddL30dL40"  # Before: ddL10ddL20ddL30ddL40.
 
 
@@ -78,7 +79,7 @@ def test_a_best_metric_the_run_does_not_log_is_refused_before_training(repo_root
     c.checkpoint.best_metric = "fid"  # With eval.every = 0 no FID is ever logged.
     with pytest.raises(ConfigError, match=r"'fid', which this run does not log; it logs "
                                           r"d_adv_loss, d_fake, d_grad_norm, d_loss"):
-        train.train_and_evaluate(c, tmp_path)
+        trainer.train_and_evaluate(c, tmp_path)
     assert not (tmp_path / "config.json").exists()
     assert not (tmp_path / "metrics.jsonl").exists()
 
@@ -87,11 +88,11 @@ def test_workdir_with_other_config_is_refused(repo_root, mnist_dir, tmp_path):
     c = _config(repo_root)
     c.dataset.data_dir = mnist_dir
     c.num_steps = 10
-    train.train_and_evaluate(c, tmp_path)
+    trainer.train_and_evaluate(c, tmp_path)
     before = (tmp_path / "config.json").read_bytes()
     c.batch_size, c.loss = 16, "hinge"
     with pytest.raises(WorkdirError) as e:
-        train.train_and_evaluate(c, tmp_path)
+        trainer.train_and_evaluate(c, tmp_path)
     assert "batch_size: 32 -> 16" in str(e.value) and "loss: 'non_saturating' -> 'hinge'" in str(
         e.value)
     assert (tmp_path / "config.json").read_bytes() == before
@@ -103,7 +104,7 @@ def test_divergence_stops_with_step_and_quantity(repo_root, mnist_dir, tmp_path)
     c.optimizer.d.name = "sgd"
     c.optimizer.d.learning_rate = 1e30
     with pytest.raises(DivergenceError, match=r"Step \d+: \w+ is (nan|inf|-inf)"):
-        train.train_and_evaluate(c, tmp_path)
+        trainer.train_and_evaluate(c, tmp_path)
 
 
 def test_bad_dataset_name(repo_root, tmp_path):
@@ -111,7 +112,7 @@ def test_bad_dataset_name(repo_root, tmp_path):
     c.dataset.name = "mnsit"
     c.dataset.data_dir = str(tmp_path / "tfds")
     with pytest.raises(DatasetError, match="mnsit"):
-        train.train_and_evaluate(c, tmp_path / "run")
+        trainer.train_and_evaluate(c, tmp_path / "run")
 
 
 def _main(repo_root, *args, env_dir):
@@ -139,14 +140,22 @@ def test_entry_point_rejects_bad_keys(repo_root, mnist_dir, tmp_path):
     assert "Traceback" not in r.stderr
 
 
-def test_a_run_from_before_a_new_config_key_still_resumes(repo_root, tmp_path):
-    # Runs saved before model.upsample existed lack it; at its default they are the same run.
-    from gan_jax import config as config_lib
+def test_a_run_from_before_a_key_was_added_or_retired_still_resumes(repo_root, tmp_path):
+    # Runs saved before optimizer.g.decay existed lack it; at its default they are the same
+    # run. Runs saved before model.upsample was retired have it; at the value that behaves
+    # as gan_jax does now, they are the same run too.
+    from gan_jax.trainer import config as config_lib
     c = _config(repo_root)
     saved = config_lib.to_dict(c)
-    del saved["model"]["upsample"]
+    del saved["optimizer"]["g"]["decay"]
+    saved["model"]["upsample"] = "auto"
     (tmp_path / "config.json").write_text(json.dumps(saved))
-    train.check_workdir(tmp_path, c)
-    c.model.upsample = "transpose"
-    with pytest.raises(WorkdirError, match="model.upsample: 'auto' -> 'transpose'"):
-        train.check_workdir(tmp_path, c)
+    workdir_lib.check_workdir(tmp_path, c)
+    c.optimizer.g.decay = "linear"
+    with pytest.raises(WorkdirError, match="optimizer.g.decay: 'none' -> 'linear'"):
+        workdir_lib.check_workdir(tmp_path, c)
+    c.optimizer.g.decay = "none"
+    saved["model"]["upsample"] = "phases"  # A form gan_jax no longer has: another run.
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    with pytest.raises(WorkdirError, match="model.upsample: 'phases' -> '<absent>'"):
+        workdir_lib.check_workdir(tmp_path, c)
