@@ -1,21 +1,25 @@
-"""The MNIST calibration table of docs/evaluation.md: FID, KID and IS of the 10,000 real test
+"""The calibration tables of docs/evaluation.md: FID, KID and IS of the 10,000 real test
 images against the 60,000 training images (the floor), then of the test images with
-increasing Gaussian noise and blur.
+increasing Gaussian noise and blur, with the dataset's own classifier as the extractor.
 
-  python -m experiments.eval_calibration
+  python -m experiments.eval_calibration [--dataset=fashion_mnist]
 """
-from absl import app
+from absl import app, flags
 
 from experiments import cli
 from gan_jax.data import sources
 from gan_jax.eval import calibration, features, reference
 
+_DATASET = flags.DEFINE_enum("dataset", "mnist", ["mnist", "fashion_mnist"],
+                             "The dataset, measured with its own classifier.")
+
 
 def main(argv):
     with cli.script(argv):
-        extractor = features.get("mnist")
-        ref = reference.get(extractor, "mnist", "train")
-        test = sources.load("mnist", "test")
+        name = _DATASET.value
+        test = sources.load(name, "test")  # Written into the data dir first where needed.
+        extractor = features.get(name)
+        ref = reference.get(extractor, name, "train")
         print(calibration.markdown(calibration.table(extractor, ref, test.images)))
 
 

@@ -2,10 +2,12 @@
 
 Nothing here does I/O or holds state; wrap the result in ``jax.jit(step, donate_argnums=0)``,
 ``scan`` it for K steps per dispatch, or shard it. The batch holds ``n_dis * B`` real images
-(uint8 in [0, 255] or float in [-1, 1]); D update i uses rows i, i + n_dis, ... so a batch
-split across devices along its first axis splits every D update evenly too.
+(uint8 in [0, 255] or float in [-1, 1]), as an array or as a dict {"image", "label"};
+D update i uses rows i, i + n_dis, ... so a batch split across devices along its first axis
+splits every D update evenly too.
 """
 import functools
+from collections.abc import Mapping
 from typing import Callable
 
 import jax
@@ -17,6 +19,14 @@ from gan_jax.noise import per_example
 from gan_jax.state import GANState
 
 Metrics = dict[str, jax.Array]
+
+
+def images_and_labels(batch):
+    """(images, labels or None) of a batch: an image array, or a dict with tfds' names
+    {"image": ..., "label": ...}."""
+    if isinstance(batch, Mapping):
+        return batch["image"], batch.get("label")
+    return batch, None
 
 
 def to_float_images(x_BHWC):
@@ -191,10 +201,11 @@ def make_train_step(G, D, *, loss="non_saturating", n_dis: int = 1, ema_decay: f
     g_kw = dict(D=D, loss=loss, augment=augment, axis_name=axis_name)
 
     def train_step(state: GANState, batch) -> tuple[GANState, Metrics]:
-        if batch.shape[0] % n_dis:
-            raise ValueError(f"The batch has {batch.shape[0]} images, which n_dis={n_dis} D "
+        images, _ = images_and_labels(batch)  # G and D here are unconditional: no labels.
+        if images.shape[0] % n_dis:
+            raise ValueError(f"The batch has {images.shape[0]} images, which n_dis={n_dis} D "
                              "updates cannot share evenly; pass n_dis * batch_size images.")
-        real = to_float_images(batch)
+        real = to_float_images(images)
         b = real.shape[0] // n_dis
         key = jax.random.fold_in(state.rng, state.step)
         d_keys = jax.random.split(jax.random.fold_in(key, 0), n_dis)

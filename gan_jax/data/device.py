@@ -1,4 +1,8 @@
-"""Datasets held on the accelerator as uint8, with batches drawn inside the jitted step.
+"""Datasets held on the accelerator, with batches drawn inside the jitted step.
+
+A dataset is an array of uint8 images, or a dict of arrays with one row per example (tfds'
+names: {"image": uint8 [N, H, W, C], "label": int32 [N]}); every array's rows are drawn
+together, so a batch's labels are its images'.
 
 No host input pipeline stands between steps: the step gathers its own batch from the
 device-resident array, at indices given by ``shuffle.batch_indices`` (epoch-exact, a pure
@@ -34,6 +38,11 @@ def _indices(n: int, key, step, rows_local: int, shard, order: str, num_steps: i
                                  steps=num_steps)
 
 
+def rows_of(data) -> int:
+    """Rows of a dataset (an array, or a dict of arrays with one row per example)."""
+    return len(jax.tree.leaves(data)[0])
+
+
 def shard_size(num_examples: int, num_shards: int) -> int:
     """Examples per shard; the last ``num_examples % num_shards`` images are left out."""
     return num_examples // num_shards
@@ -47,13 +56,12 @@ def kept_size(num_examples: int, num_shards: int) -> int:
 def make_data_steps(train_step, num_steps: int, *, rows_per_step: int, num_examples: int, key,
                     mesh=None, axis_name: str | None = None, order: str = "shuffled",
                     unroll: bool | int | None = None, pmap_devices: int | None = None):
-    """Turns ``train_step(state, batch)`` into ``multi(state, images) -> (state, metrics
-    stacked over the steps)``: ``num_steps`` steps, each drawing ``rows_per_step`` images
-    (``n_dis * batch_size``) from device-resident ``images``.
+    """Turns ``train_step(state, batch)`` into ``multi(state, data) -> (state, metrics
+    stacked over the steps)``: ``num_steps`` steps, each drawing ``rows_per_step`` examples
+    (``n_dis * batch_size``) from device-resident ``data`` (images, or a dict of arrays).
 
-    ``images`` is the whole dataset on one device; with ``mesh``, the array that
-    ``put(images, mesh)`` returns (split along "data"); under ``pmap`` (``axis_name``), this
-    device's shard. ``rows_per_step`` is global in the first two cases, per device in the
+    ``data`` is the whole dataset on one device; with ``mesh``, what ``put(data, mesh)``
+    returns (split along "data"); under ``pmap`` (``axis_name``), this device's shard. ``rows_per_step`` is global in the first two cases, per device in the
     last. ``order="sequential"`` reads the shard in order instead (no shuffle), for the
     benchmark's ablation. The indices of all the steps' batches are computed first, in one
     walk of the shuffle's permutation: its loop has a data-dependent trip count, which a GPU
@@ -72,51 +80,55 @@ def make_data_steps(train_step, num_steps: int, *, rows_per_step: int, num_examp
                           f"{shards} shards has only {n_local} ({num_examples} images); use a "
                           "smaller batch_size or n_dis, or more images (dataset.max_examples).")
 
-    def local(images_local, step, shard):
-        idx = _indices(images_local.shape[0], key, step, rows_local, shard, order, num_steps)
-        return idx, lambda i: jnp.take(images_local, i, axis=0)
+    def take(data, i):
+        return jax.tree.map(lambda x: jnp.take(x, i, axis=0), data)
 
-    def multi(state, images):
+    def local(data_local, step, shard):
+        idx = _indices(rows_of(data_local), key, step, rows_local, shard, order, num_steps)
+        return idx, lambda i: take(data_local, i)
+
+    def multi(state, data):
         if axis_name is not None:
-            idx, gather = local(images, state.step, jax.lax.axis_index(axis_name))
+            idx, gather = local(data, state.step, jax.lax.axis_index(axis_name))
         elif mesh is None:
-            idx, gather = local(images, state.step, 0)
+            idx, gather = local(data, state.step, 0)
         else:
             idx = jax.shard_map(
                 lambda step: _indices(n_local, key, step, rows_local,
                                       jax.lax.axis_index(parallel.AXIS), order, num_steps),
                 mesh=mesh, in_specs=(P(),), out_specs=P(None, parallel.AXIS))(state.step)
-            take = jax.shard_map(lambda im, i: jnp.take(im, i, axis=0), mesh=mesh,
-                                 in_specs=(P(parallel.AXIS), P(parallel.AXIS)),
-                                 out_specs=P(parallel.AXIS))
-            gather = lambda i: take(images, i)
+            sharded_take = jax.shard_map(take, mesh=mesh,
+                                         in_specs=(P(parallel.AXIS), P(parallel.AXIS)),
+                                         out_specs=P(parallel.AXIS))
+            gather = lambda i: sharded_take(data, i)
         return steps.scan(lambda s, i: train_step(s, gather(i)), num_steps, unroll)(state, idx)
 
     return multi
 
 
 def make_data_step(train_step, **kwargs):
-    """One step of ``make_data_steps`` (same arguments): ``step(state, images) -> (state,
+    """One step of ``make_data_steps`` (same arguments): ``step(state, data) -> (state,
     metrics)``."""
     multi = make_data_steps(train_step, 1, **kwargs)
 
-    def data_step(state, images):
-        state, metrics = multi(state, images)
+    def data_step(state, data):
+        state, metrics = multi(state, data)
         return state, jax.tree.map(lambda m: m[0], metrics)
 
     return data_step
 
 
-def put(images_NHWC: np.ndarray, mesh=None, pmap_devices=None):
-    """Copies host uint8 images to the device(s): whole on one device; split along "data"
-    over ``mesh``; or as a [devices, shard, ...] stack for ``pmap``."""
-    images_NHWC = np.asarray(images_NHWC, np.uint8)
+def put(data, mesh=None, pmap_devices=None):
+    """Copies a host dataset (uint8 images, or a dict of arrays) to the device(s): whole on
+    one device; split along "data" over ``mesh``; or as a [devices, shard, ...] stack for
+    ``pmap``. Examples past an even split are left out."""
+    data = jax.tree.map(np.asarray, data)
     if pmap_devices is not None:
-        n = shard_size(len(images_NHWC), len(pmap_devices))
-        stack = images_NHWC[:n * len(pmap_devices)].reshape(len(pmap_devices), n,
-                                                            *images_NHWC.shape[1:])
-        return jax.device_put(stack, parallel.stacked_sharding(pmap_devices))
+        d = len(pmap_devices)
+        n = shard_size(rows_of(data), d)
+        stack = lambda x: x[:n * d].reshape(d, n, *x.shape[1:])
+        return jax.device_put(jax.tree.map(stack, data), parallel.stacked_sharding(pmap_devices))
     if mesh is None:
-        return jax.device_put(images_NHWC)
-    n = kept_size(len(images_NHWC), mesh.devices.size)
-    return parallel.put_sharded_copy(images_NHWC[:n], mesh)
+        return jax.device_put(data)
+    n = kept_size(rows_of(data), mesh.devices.size)
+    return jax.tree.map(lambda x: parallel.put_sharded_copy(x[:n], mesh), data)

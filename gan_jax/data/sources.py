@@ -1,20 +1,29 @@
 """Image datasets read through tensorflow-datasets into host memory as uint8 NHWC arrays.
 
 Any tfds dataset prepared in the data dir in array_record format loads by name; ``mnist``
-is the offline copy (``mnist_offline``), written there on first use. Reading goes through
-``tfds.data_source``, which needs no TensorFlow.
+is the offline copy (``mnist_offline``), written there on first use, and so is
+``fashion_mnist`` (``fashion_mnist_offline``) unless tfds's own ``fashion_mnist`` is prepared
+there. Reading goes through ``tfds.data_source``, which needs no TensorFlow.
 """
+import contextlib
 import dataclasses
+import io
+import logging
 import os
+import re
 
 import numpy as np
 import tensorflow_datasets as tfds
+from absl import logging as absl_logging
 from PIL import Image
 
-from gan_jax.data import mnist_offline
+from gan_jax.data import fashion_mnist_offline, mnist_offline
 from gan_jax.errors import GanJaxError
 
-ALIASES = {"mnist": "mnist_offline"}
+ALIASES = {"mnist": "mnist_offline", "fashion_mnist": "fashion_mnist_offline"}
+_OFFLINE = {"mnist_offline": mnist_offline.prepare,
+            "fashion_mnist_offline": fashion_mnist_offline.prepare}
+_TFDS_FIRST = ("fashion_mnist",)  # Read as tfds's own dataset where that is prepared.
 _READ_CHUNK = 4096
 
 
@@ -29,6 +38,7 @@ class ImageData:
     name: str
     split: str
     data_dir: str
+    num_classes: int | None = None  # From the dataset's metadata (its label feature's).
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -47,14 +57,55 @@ def _how_to_prepare(name: str, data_dir: str) -> str:
             f"config.dataset.data_dir / $TFDS_DATA_DIR to a dir that holds it).")
 
 
+def resolve(name: str, data_dir: str) -> str:
+    """The tfds dataset that ``name`` reads in ``data_dir``; an offline copy that stands in
+    for it is written there first."""
+    if (name in _TFDS_FIRST and os.path.isdir(os.path.join(data_dir, name))
+            and tfds.builder(name, data_dir=data_dir).is_prepared()):
+        return name
+    tfds_name = ALIASES.get(name, name)
+    if tfds_name in _OFFLINE:
+        # tfds prints its own "Downloading and preparing ..." lines while gan_jax writes the
+        # offline copy, which downloads nothing; the copy's module says what it does.
+        with quiet_tfds(), contextlib.redirect_stdout(io.StringIO()):
+            _OFFLINE[tfds_name](data_dir)
+    return tfds_name
+
+
+@contextlib.contextmanager
+def quiet_tfds():
+    """Only tfds's errors, for the calls inside: a first run otherwise logs "Variant folder
+    ... has no dataset_info.json" while it checks a dataset it is about to write."""
+    level, logger = absl_logging.get_verbosity(), logging.getLogger("absl")
+    std_level = logger.level
+    absl_logging.set_verbosity(max(level, absl_logging.ERROR))
+    logger.setLevel(max(std_level, logging.ERROR))  # Outside absl's app.run too.
+    try:
+        yield
+    finally:
+        absl_logging.set_verbosity(level)
+        logger.setLevel(std_level)
+
+
 def prepared_builder(name: str, data_dir: str):
     try:
-        builder = tfds.builder(name, data_dir=data_dir)
+        with quiet_tfds():
+            builder = tfds.builder(name, data_dir=data_dir)
     except tfds.core.registered.DatasetNotFoundError:
         raise DatasetError(
             f"Unknown dataset {name!r}: tfds has no dataset of that name and {data_dir} "
             f"holds no prepared copy of it. gan_jax also knows {sorted(ALIASES)}. "
             + _how_to_prepare(name, data_dir)) from None
+    except ValueError as e:
+        if "Parsing builder name string" not in str(e):
+            raise
+        plain = re.sub(r"[^a-z0-9_]", "", name.lower())
+        raise DatasetError(
+            f"{name!r} is not a tfds dataset name: names are lowercase letters, digits and "
+            f"underscores, as tfds lists them (e.g. 'mnist', 'cifar10', 'celeb_a'), "
+            f"optionally with '/<config>' and ':<version>'"
+            + (f"; did you mean {plain!r}?" if plain and plain != name else ".")
+            + f" Set config.dataset.name to one; gan_jax also knows {sorted(ALIASES)}.") from None
     if not builder.is_prepared():
         raise DatasetError(f"Dataset {name!r} is not prepared in {data_dir}. "
                            + _how_to_prepare(name, data_dir))
@@ -86,10 +137,7 @@ def image_shape(name: str, data_dir: str | None = None, image_key: str = "image"
                 resolution: int | None = None) -> tuple[int, int, int]:
     """The shape of the images ``load`` or the streaming pipeline would produce."""
     data_dir = resolve_data_dir(data_dir)
-    tfds_name = ALIASES.get(name, name)
-    if tfds_name == "mnist_offline":
-        mnist_offline.prepare(data_dir)
-    features = prepared_builder(tfds_name, data_dir).info.features
+    features = prepared_builder(resolve(name, data_dir), data_dir).info.features
     if image_key not in features:
         raise DatasetError(f"Dataset {name!r} has no feature {image_key!r} (features: "
                            f"{sorted(features)}); set config.dataset.image_key.")
@@ -109,10 +157,7 @@ def load(name: str, split: str = "train", data_dir: str | None = None,
     """Reads ``split`` of a tfds image dataset. ``resolution`` center-crops to a square and
     resizes (bicubic) when the stored images have another size."""
     data_dir = resolve_data_dir(data_dir)
-    tfds_name = ALIASES.get(name, name)
-    if tfds_name == "mnist_offline":
-        mnist_offline.prepare(data_dir)
-    builder = prepared_builder(tfds_name, data_dir)
+    builder = prepared_builder(resolve(name, data_dir), data_dir)
     if split not in builder.info.splits:
         raise DatasetError(f"Dataset {name!r} has no split {split!r}; it has "
                            f"{sorted(builder.info.splits)}.")
@@ -137,4 +182,6 @@ def load(name: str, split: str = "train", data_dir: str | None = None,
     if images.dtype != np.uint8:
         raise DatasetError(f"Feature {image_key!r} of {name!r} has dtype {images.dtype}; "
                            "gan_jax expects uint8 images.")
-    return ImageData(images, np.concatenate(labels) if labels else None, name, split, data_dir)
+    num_classes = getattr(features[label_key], "num_classes", None) if labels else None
+    return ImageData(images, np.concatenate(labels) if labels else None, name, split, data_dir,
+                     num_classes)

@@ -6,6 +6,7 @@ import queue
 import threading
 
 import grain
+import jax
 import numpy as np
 
 from gan_jax.data import sources
@@ -13,15 +14,15 @@ from gan_jax.data import sources
 
 class Pipeline:
     """Batches of ``rows`` uint8 NHWC images for this process (its share of the global
-    batch), as a grain iterator with ``get_state`` / ``set_state``."""
+    batch), as a grain iterator with ``get_state`` / ``set_state``; with ``label_key`` (of
+    a dataset that has it), dicts {"image": images, "label": int32 labels}."""
 
     def __init__(self, name: str, split: str, data_dir: str | None, *, rows: int, seed: int,
                  shard_index: int = 0, shard_count: int = 1, image_key: str = "image",
-                 resolution: int | None = None, threads: int = 4):
+                 label_key: str | None = None, resolution: int | None = None,
+                 threads: int = 4):
         data_dir = sources.resolve_data_dir(data_dir)
-        tfds_name = sources.ALIASES.get(name, name)
-        if tfds_name == "mnist_offline":
-            sources.mnist_offline.prepare(data_dir)
+        tfds_name = sources.resolve(name, data_dir)
         builder = sources.prepared_builder(tfds_name, data_dir)
         if split not in builder.info.splits:
             raise sources.DatasetError(f"Dataset {name!r} has no split {split!r}; it has "
@@ -34,14 +35,23 @@ class Pipeline:
                                        f"{len(ds)} examples, fewer than one batch ({rows}).")
         self.examples_per_shard = len(ds)
 
-        def to_image(example):
+        features = builder.info.features
+        self.labelled = bool(label_key) and label_key in features
+        # From the dataset's metadata; None without labels.
+        self.num_classes = getattr(features[label_key], "num_classes", None) if self.labelled \
+            else None
+
+        def to_example(example):
             image = np.asarray(example[image_key])
             image = image[..., None] if image.ndim == 2 else image
             if resolution and image.shape[:2] != (resolution, resolution):
                 image = sources.center_crop_resize(image[None], resolution)[0]
-            return image.astype(np.uint8)
+            image = image.astype(np.uint8)
+            if not self.labelled:
+                return image
+            return {"image": image, "label": np.int32(example[label_key])}
 
-        ds = ds.shuffle(seed=seed).repeat().map(to_image).batch(rows, drop_remainder=True)
+        ds = ds.shuffle(seed=seed).repeat().map(to_example).batch(rows, drop_remainder=True)
         self._iter = iter(ds.to_iter_dataset(grain.ReadOptions(num_threads=threads,
                                                                 prefetch_buffer_size=2 * threads)))
 
@@ -71,7 +81,8 @@ class DevicePrefetcher:
         try:
             while not self._stop.is_set():
                 state = self._pipeline.get_state()
-                host = np.stack([next(self._pipeline) for _ in range(self._k)])
+                batches = [next(self._pipeline) for _ in range(self._k)]
+                host = jax.tree.map(lambda *xs: np.stack(xs), *batches)
                 item = (state, self._put(host))
                 while not self._stop.is_set():
                     try:
@@ -83,7 +94,8 @@ class DevicePrefetcher:
             self._queue.put(e)
 
     def next(self):
-        """(pipeline state before this item, device batches [k, rows, ...])."""
+        """(pipeline state before this item, device batches [k, rows, ...]: an array or a
+        dict of arrays)."""
         item = self._queue.get()
         if isinstance(item, Exception):
             raise item

@@ -1,6 +1,7 @@
-"""Feature extractors (the FID Inception-v3, the MNIST classifier) and one batched, jitted
-pass over a stream of images that collects everything every metric needs: float64 streaming
-moments for FID, the feature vectors for KID and the k-NN metrics, the logits for IS.
+"""Feature extractors (the FID Inception-v3, the MNIST and Fashion-MNIST classifiers) and
+one batched, jitted pass over a stream of images that collects everything every metric
+needs: float64 streaming moments for FID, the feature vectors for KID and the k-NN metrics,
+the logits for IS.
 
 Images enter as float NHWC in [-1, 1] (uint8 in [0, 255] is accepted and mapped there). By
 default they are rounded to the 256 levels of an 8-bit image first, so generated samples
@@ -19,7 +20,7 @@ import numpy as np
 from gan_jax.errors import GanJaxError
 from gan_jax.eval.metrics import MomentAccumulator, Moments
 
-EXTRACTORS = ("inception", "mnist")
+EXTRACTORS = ("inception", "mnist", "fashion_mnist")
 _RANGE_TOLERANCE = 1e-3
 
 
@@ -70,14 +71,16 @@ def inception(params, *, weights_sha256: str, resize: int = 299, dtype=jnp.float
         batch_size=batch_size)
 
 
-def mnist(params, *, meta: dict, batch_size: int = 1000) -> Extractor:
+def mnist(params, *, meta: dict, batch_size: int = 1000, dataset: str = "mnist") -> Extractor:
+    """The classifier of ``dataset`` ("mnist" or "fashion_mnist"), named after it."""
     from gan_jax.eval import mnist_classifier as net
-    from gan_jax.eval.mnist_classifier import FEATURE_DIM, LeNet
-    model = LeNet()
+    from gan_jax.eval.mnist_classifier import FEATURE_DIM
+    model = net.model(dataset)
     return Extractor(
-        name="mnist", params=params, feature_dim=FEATURE_DIM,
+        name=dataset, params=params, feature_dim=FEATURE_DIM,
         apply=lambda p, x: model.apply({"params": p}, x),
-        image_shapes="NHWC 28x28x1 (MNIST)", accepts=lambda h, w, c: (h, w, c) == (28, 28, 1),
+        image_shapes=f"NHWC 28x28x1 ({net.recipe(dataset).title})",
+        accepts=lambda h, w, c: (h, w, c) == (28, 28, 1),
         info={"weights_sha256": meta["weights_sha256"], "resize": "none",
               "classifier_test_accuracy": meta["test_accuracy"], "classifier_key": meta["key"],
               "features": f"penultimate ({FEATURE_DIM})", "logits": "10 classes",
@@ -87,20 +90,21 @@ def mnist(params, *, meta: dict, batch_size: int = 1000) -> Extractor:
 
 def get(name: str, *, inception_weights=None, data_dir=None, log=print) -> Extractor:
     """An extractor by name: "inception" (weights from ``inception_weights``, else
-    $GAN_JAX_INCEPTION_WEIGHTS, else the cache) or "mnist" (trained on first use)."""
+    $GAN_JAX_INCEPTION_WEIGHTS, else the cache), "mnist" or "fashion_mnist" (trained on first
+    use)."""
     if name == "inception":
         from gan_jax.eval import inception_weights as iw
         params, digest = iw.load(iw.resolve_path(inception_weights))
         return inception(params, weights_sha256=digest)
-    if name == "mnist":
+    if name in ("mnist", "fashion_mnist"):
         from gan_jax.eval import mnist_classifier
-        params, meta = mnist_classifier.load_or_train(data_dir, log=log)
-        return mnist(params, meta=meta)
+        params, meta = mnist_classifier.load_or_train(data_dir, log=log, dataset=name)
+        return mnist(params, meta=meta, dataset=name)
     raise ImageError(f"Unknown extractor {name!r}; use one of {list(EXTRACTORS)}.")
 
 
 def default_for(dataset: str) -> str:
-    return "mnist" if dataset == "mnist" else "inception"
+    return dataset if dataset in ("mnist", "fashion_mnist") else "inception"
 
 
 def check_batch(x, extractor: Extractor) -> None:

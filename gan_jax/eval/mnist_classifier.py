@@ -1,15 +1,18 @@
-"""A small LeNet-style MNIST classifier that gan_jax trains itself, deterministically, and
-caches on disk. Its penultimate features (256-d) and logits give FID, KID and IS on MNIST, as
-TF-GAN's mnist_frechet_distance and mnist_score do with their classifier.
+"""Small LeNet-style classifiers of MNIST and Fashion-MNIST that gan_jax trains itself,
+deterministically, and caches on disk. Their penultimate features (256-d) and logits give
+FID, KID and IS on their dataset, as TF-GAN's mnist_frechet_distance and mnist_score do with
+their classifier.
 
 The cache key hashes this file's source and the identity of the data (the checksums the
-offline MNIST is verified against and its tfds version), so editing the model or its
+offline copy is verified against and its tfds version), so editing the model or its
 training, or changing the data, trains a new classifier; the weights' own sha256 goes into
 every evaluation's provenance.
 """
+import dataclasses
 import hashlib
 import json
 import pathlib
+import sys
 import time
 
 import flax.linen as nn
@@ -31,6 +34,41 @@ class ClassifierError(GanJaxError):
     pass
 
 
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """What one dataset's classifier is: the extractor's name is the dataset's."""
+    title: str  # For messages.
+    widths: tuple = WIDTHS
+    first_convs: int = 1  # Convolutions at 14x14, before the first pooling.
+    pool_last: bool = True  # Max-pool 7x7 to 4x4 before the dense layers.
+    flip: bool = False  # Train on random left-right mirror images too.
+    epochs: int = EPOCHS
+    min_accuracy: float = MIN_ACCURACY
+
+
+# Fashion-MNIST: two convolutions at 14x14, no last pooling (the dense layer sees 7x7x64:
+# the finer textures that tell shirts from coats and pullovers survive), mirror images and
+# 10 epochs: 92.6% test accuracy in 2.5 minutes on two CPU cores. MNIST's recipe reaches
+# 90.3%; without the last pooling 91.9% (6 epochs); adding 8 epochs, width (48, 96),
+# dropout, BatchNorm, weight decay or label smoothing gave 90.9-92.1%.
+RECIPES = {"mnist": Recipe("MNIST"),
+           "fashion_mnist": Recipe("Fashion-MNIST", first_convs=2, pool_last=False, flip=True,
+                                   epochs=10, min_accuracy=0.92)}
+
+
+def recipe(dataset: str) -> Recipe:
+    if dataset not in RECIPES:
+        raise ClassifierError(f"gan_jax has no classifier of {dataset!r}; it has "
+                              f"{sorted(RECIPES)}.")
+    return RECIPES[dataset]
+
+
+def _offline(dataset: str):
+    from gan_jax.data import fashion_mnist_offline, mnist_offline
+    recipe(dataset)
+    return {"mnist": mnist_offline, "fashion_mnist": fashion_mnist_offline}[dataset]
+
+
 def _max_pool_2x2(x_NHWC):
     # By reshape: XLA:CPU's max-pool gradient (select-and-scatter) is several times slower.
     n, h, w, c = x_NHWC.shape
@@ -42,7 +80,11 @@ def _max_pool_2x2(x_NHWC):
 
 class LeNet(nn.Module):
     """(features [N, 256], logits [N, 10]) of 28x28x1 images in [-1, 1]: conv 32, pool,
-    conv 64, pool, dense 256, dense 10."""
+    conv 64, pool, dense 256, dense 10; or with ``first_convs`` convolutions before the
+    first pooling and, unless ``pool_last``, none after the last convolution."""
+    widths: tuple = WIDTHS
+    first_convs: int = 1
+    pool_last: bool = True
 
     @nn.compact
     def __call__(self, x_NHWC):
@@ -51,41 +93,52 @@ class LeNet(nn.Module):
         # conv with one input channel at 28x28 costs XLA:CPU as much as this whole network.
         x = x_NHWC.astype(jnp.float32).reshape(n, 14, 2, 14, 2, 1)
         x = x.transpose(0, 1, 3, 2, 4, 5).reshape(n, 14, 14, 4)
-        x = _max_pool_2x2(nn.relu(nn.Conv(WIDTHS[0], (3, 3))(x)))  # 7x7
-        x = _max_pool_2x2(nn.relu(nn.Conv(WIDTHS[1], (3, 3))(x)))  # 4x4
+        for _ in range(self.first_convs):
+            x = nn.relu(nn.Conv(self.widths[0], (3, 3))(x))
+        x = _max_pool_2x2(x)  # 7x7
+        x = nn.relu(nn.Conv(self.widths[1], (3, 3))(x))
+        x = _max_pool_2x2(x) if self.pool_last else x  # 4x4
         features = nn.relu(nn.Dense(FEATURE_DIM)(x.reshape(n, -1)))
         return features, nn.Dense(NUM_CLASSES)(features)
 
 
-def cache_key(source: bytes | None = None) -> str:
+def model(dataset: str = "mnist") -> LeNet:
+    r = recipe(dataset)
+    return LeNet(widths=r.widths, first_convs=r.first_convs, pool_last=r.pool_last)
+
+
+def cache_key(source: bytes | None = None, dataset: str = "mnist") -> str:
     """A hash of ``source`` (this file's) and of the data's identity."""
-    from gan_jax.data import mnist_offline
     source = pathlib.Path(__file__).read_bytes() if source is None else source
-    parts = [source, mnist_offline.WHEEL_SHA256.encode(),
-             mnist_offline.PICKLE_SHA256.encode(), str(mnist_offline.MnistOffline.VERSION).encode()]
+    parts = [source, *(p.encode() for p in _offline(dataset).identity())]
     return hashlib.sha256(b"\0".join(parts)).hexdigest()[:16]
 
 
-def cache_path() -> pathlib.Path:
-    return files.cache_dir() / "mnist_classifier" / f"lenet-{cache_key()}.npz"
+def cache_path(dataset: str = "mnist") -> pathlib.Path:
+    return (files.cache_dir() / f"{dataset}_classifier"
+            / f"lenet-{cache_key(dataset=dataset)}.npz")
 
 
 def _to_float(images_uint8):
     return images_uint8.astype(np.float32) / 127.5 - 1.0
 
 
-def accuracy(params, images_uint8, labels, batch: int = 1000) -> float:
-    fn = jax.jit(lambda p, x: LeNet().apply({"params": p}, x)[1].argmax(-1))
+def accuracy(params, images_uint8, labels, batch: int = 1000, dataset: str = "mnist") -> float:
+    net = model(dataset)
+    fn = jax.jit(lambda p, x: net.apply({"params": p}, x)[1].argmax(-1))
     pred = np.concatenate([np.asarray(fn(params, _to_float(images_uint8[i:i + batch])))
                            for i in range(0, len(images_uint8), batch)])
     return float((pred == np.asarray(labels)).mean())
 
 
-def train(train_x, train_y, *, epochs: int = EPOCHS, seed: int = SEED, log=print):
-    """Adam on a one-cycle schedule, batch 128, a fixed shuffle per epoch: the same arrays
-    give the same params on the same machine. Returns params."""
-    model = LeNet()
-    params = model.init(jax.random.PRNGKey(seed), jnp.zeros((1, 28, 28, 1)))["params"]
+def train(train_x, train_y, *, epochs: int | None = None, seed: int = SEED, log=print,
+          dataset: str = "mnist"):
+    """Adam on a one-cycle schedule, batch 128, a fixed shuffle (and choice of mirrored
+    images) per epoch: the same arrays give the same params on the same machine. Returns
+    params."""
+    r, net = recipe(dataset), model(dataset)
+    epochs = r.epochs if epochs is None else epochs
+    params = net.init(jax.random.PRNGKey(seed), jnp.zeros((1, 28, 28, 1)))["params"]
     steps_per_epoch = len(train_x) // BATCH
     tx = optax.adam(optax.cosine_onecycle_schedule(epochs * steps_per_epoch, LEARNING_RATE,
                                                    pct_start=0.2))
@@ -93,23 +146,27 @@ def train(train_x, train_y, *, epochs: int = EPOCHS, seed: int = SEED, log=print
     x_all, y_all = jax.device_put(train_x), jax.device_put(np.asarray(train_y, np.int32))
 
     @jax.jit
-    def step(params, opt_state, idx):
+    def step(params, opt_state, idx, flip):
         x, y = x_all[idx].astype(jnp.float32) / 127.5 - 1.0, y_all[idx]
+        if flip is not None:  # Mirrored where flip is set.
+            x = jnp.where(flip[:, None, None, None], x[:, :, ::-1], x)
 
         def loss_fn(p):
-            logits = model.apply({"params": p}, x)[1]
+            logits = net.apply({"params": p}, x)[1]
             return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
         loss, grads = jax.value_and_grad(loss_fn)(params)
         updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, loss
 
-    rng = np.random.RandomState(seed)
+    rng, flip_rng = np.random.RandomState(seed), np.random.RandomState(seed + 1)
     for epoch in range(epochs):
         order = rng.permutation(len(train_x))[:steps_per_epoch * BATCH]
         order = jnp.asarray(order.reshape(steps_per_epoch, BATCH))
+        flips = (jnp.asarray(flip_rng.rand(steps_per_epoch, BATCH) < 0.5) if r.flip
+                 else [None] * steps_per_epoch)
         for i in range(steps_per_epoch):
-            params, opt_state, loss = step(params, opt_state, order[i])
-        log(f"gan_jax: MNIST classifier epoch {epoch + 1}/{epochs}, loss {float(loss):.4f}")
+            params, opt_state, loss = step(params, opt_state, order[i], flips[i])
+        log(f"gan_jax: {r.title} classifier epoch {epoch + 1}/{epochs}, loss {float(loss):.4f}")
     return params
 
 
@@ -126,12 +183,13 @@ def _read(path: pathlib.Path):
     return traverse_util.unflatten_dict(flat, sep="/"), meta
 
 
-def load_or_train(data_dir: str | None = None, log=print):
-    """(params, meta) of the cached classifier, training and caching it first if needed
-    (about half a minute on two CPU cores). ``meta`` holds the test accuracy, the training
-    time, the cache key, the data checksum and the sha256 of the weights file. Processes
-    that start at once train it once: the others wait for it."""
-    path = cache_path()
+def load_or_train(data_dir: str | None = None, log=print, dataset: str = "mnist"):
+    """(params, meta) of ``dataset``'s cached classifier, training and caching it first if
+    needed (on two CPU cores about half a minute for MNIST, two to three minutes for
+    Fashion-MNIST). ``meta`` holds the test accuracy, the training time, the cache key, the
+    data checksum and the sha256 of the weights file. Processes that start at once train it
+    once: the others wait for it."""
+    path = cache_path(dataset)
     found = _cached(path, log)
     if found:
         return found
@@ -151,28 +209,35 @@ def _cached(path, log):
 
 
 def _train_and_save(path, data_dir, log):
+    """Trains the classifier of the dataset whose cache entry ``path`` is."""
     from gan_jax.data import sources
-    log(f"gan_jax: training the MNIST classifier (cached at {path})")
-    tr, te = sources.load("mnist", "train", data_dir), sources.load("mnist", "test", data_dir)
+    dataset = path.parent.name.removesuffix("_classifier")
+    r = recipe(dataset)
+    log(f"gan_jax: training the {r.title} classifier (cached at {path})")
+    tr, te = sources.load(dataset, "train", data_dir), sources.load(dataset, "test", data_dir)
     digest = hashlib.sha256()
     for a in (tr.images, tr.labels, te.images, te.labels):
         digest.update(np.ascontiguousarray(a).tobytes())
     t = time.time()
-    params = train(tr.images, tr.labels, log=log)
+    params = train(tr.images, tr.labels, log=log, dataset=dataset)
     train_s = time.time() - t
-    acc = accuracy(params, te.images, te.labels)
-    if acc < MIN_ACCURACY:
-        raise ClassifierError(f"The MNIST classifier reached only {acc:.4f} test accuracy "
-                              f"(needs {MIN_ACCURACY}); its training recipe is broken.")
-    meta = {"test_accuracy": acc, "train_seconds": round(train_s, 1), "key": cache_key(),
-            "data_sha256": digest.hexdigest(), "epochs": EPOCHS, "backend": jax.default_backend()}
+    acc = accuracy(params, te.images, te.labels, dataset=dataset)
+    if acc < r.min_accuracy:
+        raise ClassifierError(f"The {r.title} classifier reached only {acc:.4f} test accuracy "
+                              f"(needs {r.min_accuracy}); its training recipe is broken.")
+    meta = {"test_accuracy": acc, "train_seconds": round(train_s, 1),
+            "key": cache_key(dataset=dataset), "data_sha256": digest.hexdigest(),
+            "epochs": r.epochs, "backend": jax.default_backend(), "dataset": dataset}
     weights_sha256 = _save(path, params, meta)
-    log(f"gan_jax: MNIST classifier test accuracy {acc:.4f}, trained in {train_s:.0f}s")
+    log(f"gan_jax: {r.title} classifier test accuracy {acc:.4f}, trained in {train_s:.0f}s")
     meta["weights_sha256"] = weights_sha256
     return jax.tree.map(np.asarray, params), meta
 
 
 if __name__ == "__main__":
-    # python -m gan_jax.eval.mnist_classifier: train (or find) the cached classifier and
-    # print its metadata as JSON.
-    print(json.dumps(load_or_train()[1], sort_keys=True))
+    # python -m gan_jax.eval.mnist_classifier [mnist|fashion_mnist]: train (or find) the
+    # cached classifier and print its metadata as JSON.
+    from gan_jax.errors import exit_on_error
+    with exit_on_error():
+        print(json.dumps(load_or_train(dataset=(sys.argv[1:] or ["mnist"])[0])[1],
+                         sort_keys=True))

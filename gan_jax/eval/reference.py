@@ -38,10 +38,8 @@ def _dataset_identity(name: str, split: str, data_dir: str) -> dict:
     """What identifies the stored data without reading it: tfds name, version, split size."""
     import tensorflow_datasets as tfds
 
-    from gan_jax.data import mnist_offline, sources
-    tfds_name = sources.ALIASES.get(name, name)
-    if tfds_name == "mnist_offline":
-        mnist_offline.prepare(data_dir)
+    from gan_jax.data import sources
+    tfds_name = sources.resolve(name, data_dir)
     try:
         info = tfds.builder(tfds_name, data_dir=data_dir).info
         return {"tfds_name": tfds_name, "tfds_version": str(info.version),

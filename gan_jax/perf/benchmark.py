@@ -225,7 +225,7 @@ def _engine(model: str, batch: int, dtype: str, k: int, variant: dict, mesh=None
     engine = TimedEngine(config, donate=v["donate"], unroll=v["unroll"], data_order=v["data"],
                          shard_latents=v["shard_latents"], norm_metrics=v["norm_metrics"],
                          G=G, D=D, image_shape=shape, init_key=init_key, data_key=data_key,
-                         images=images, mesh=mesh)
+                         data=images, mesh=mesh)
     return engine, v
 
 

@@ -53,7 +53,7 @@ class TimedEngine(engine_lib.Engine):
         rep = parallel.replicated(self.mesh)
         state = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=rep),
                              self.abstract_state())
-        n = device.kept_size(len(self._images_host), self.shards)
+        n = device.kept_size(device.rows_of(self._data_host), self.shards)
         images = jax.ShapeDtypeStruct((n, *self.image_shape), jnp.uint8,
                                       sharding=parallel.batch_sharded(self.mesh))
         self.compiled = self._data_program().lower(state, images).compile()

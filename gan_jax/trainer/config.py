@@ -20,7 +20,9 @@ def defaults() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.seed = 0
     c.dtype = "float32"  # Compute dtype of G and D; params, optimizer and losses stay float32.
+    # label_key: the labels carried beside the images in every batch ("" for none).
     c.dataset = dict(name="mnist", split="train", data_dir="", image_key="image",
+                     label_key="label",
                      resolution=0,  # 0: as stored; else center-crop and resize to this side.
                      max_examples=0,  # 0: all (device pipeline only).
                      pipeline="device",  # device: held on the accelerator; streaming: grain.
@@ -135,9 +137,9 @@ def _check_eval(full) -> None:
     if e.every < 0 or e.every % full.steps_per_dispatch:
         raise ConfigError(f"Config key 'eval.every' ({e.every}) must be 0 (off) or a positive "
                           f"multiple of steps_per_dispatch ({full.steps_per_dispatch}).")
-    if e.extractor not in ("", "mnist", "inception"):
-        raise ConfigError(f"Config key 'eval.extractor' must be '', 'mnist' or 'inception', "
-                          f"got {e.extractor!r}.")
+    if e.extractor not in ("", "mnist", "fashion_mnist", "inception"):
+        raise ConfigError(f"Config key 'eval.extractor' must be '', 'mnist', 'fashion_mnist' "
+                          f"or 'inception', got {e.extractor!r}.")
     # Imported here: the metric names and sample needs live with the evaluation.
     from gan_jax.eval.evaluate import check_counts, parse_metrics
     from gan_jax.eval.metrics import MetricError

@@ -72,8 +72,11 @@ def all_finite(state):
 
 
 class Engine:
-    """The trainer's step on this process's devices. ``mesh``: the ("data",) mesh to run on
-    (default: ``config.parallel.num_devices`` of this process's devices)."""
+    """The trainer's step on this process's devices. ``data``: the host dataset for the
+    device pipeline (uint8 images, or a dict {"image", "label"} of arrays), with
+    ``num_classes`` from its metadata (the streaming pipeline reads its own); ``mesh``: the
+    ("data",) mesh to run on (default: ``config.parallel.num_devices`` of this process's
+    devices)."""
 
     # How the K-step program is built. The benchmark's ablations change these in a subclass
     # (gan_jax.perf); the trainer keeps them.
@@ -81,8 +84,8 @@ class Engine:
     unroll = None  # The K-step loop unrolled (None: on CPU only; steps.default_unroll).
     data_order = "shuffled"  # Of device-resident data (data.device.ORDERS).
 
-    def __init__(self, config, *, G, D, image_shape, init_key, data_key, images=None,
-                 mesh=None):
+    def __init__(self, config, *, G, D, image_shape, init_key, data_key, data=None,
+                 num_classes: int | None = None, mesh=None):
         self.config = config
         self.k = config.steps_per_dispatch
         self.rows = config.n_dis * config.batch_size
@@ -91,7 +94,7 @@ class Engine:
         self._init_key, self._data_key = init_key, data_key
         self.image_shape = tuple(image_shape)
         self._create = make_create(config, G, D, image_shape)
-        self._images_host, self._next, self._prefetch, self._pipeline = images, None, None, None
+        self._data_host, self._next, self._prefetch, self._pipeline = data, None, None, None
         if self.pmap:
             if jax.process_count() > 1 or self.streaming:
                 raise ConfigError("parallel.mode='pmap' runs on one host with device-resident "
@@ -119,7 +122,8 @@ class Engine:
                 ds.name, ds.split, ds.data_dir or None, rows=self.rows // jax.process_count(),
                 seed=config.seed, shard_index=jax.process_index(),
                 shard_count=jax.process_count(), image_key=ds.image_key,
-                resolution=ds.resolution or None)
+                label_key=ds.label_key or None, resolution=ds.resolution or None)
+        self.num_classes = self._pipeline.num_classes if self.streaming else num_classes
         self.start_position = self.data_position()  # Where a rollback to step 0 reads.
 
     def make_step(self, G, D):
@@ -159,7 +163,7 @@ class Engine:
         if self.streaming:
             info["examples_per_shard"] = self._pipeline.examples_per_shard
         else:
-            info["num_examples"] = len(self._images_host)
+            info["num_examples"] = device.rows_of(self._data_host)
         return info
 
     def data_position(self) -> dict:
@@ -192,25 +196,30 @@ class Engine:
         if self.streaming:
             multi = steps.scan(self.train_step, self.k, self.unroll)
             self._start_prefetch()
-            spec = jax.ShapeDtypeStruct((self.k, self.rows, *self.image_shape), jnp.uint8,
-                                        sharding=jax.sharding.NamedSharding(
-                                            self.mesh, P(None, parallel.AXIS)))
-            self.compiled = parallel.shard_step(multi, self.mesh, batch_spec=P(None, parallel.AXIS),
-                                            donate=self.donate).lower(state, spec).compile()
+            sharding = jax.sharding.NamedSharding(self.mesh, P(None, parallel.AXIS))
+            images = jax.ShapeDtypeStruct((self.k, self.rows, *self.image_shape), jnp.uint8,
+                                          sharding=sharding)
+            spec = images if not self._pipeline.labelled else {
+                "image": images,
+                "label": jax.ShapeDtypeStruct((self.k, self.rows), jnp.int32, sharding=sharding)}
+            self.compiled = parallel.shard_step(
+                multi, self.mesh, batch_spec=P(None, parallel.AXIS), donate=self.donate
+            ).lower(state, spec).compile()
             return
         if self.pmap:
-            self._images = device.put(self._images_host, pmap_devices=self.devices)
+            self._data = device.put(self._data_host, pmap_devices=self.devices)
         else:
-            self._images = device.put(self._images_host, mesh=self.mesh)
-        self.compiled = self._data_program().lower(state, self._images).compile()
+            self._data = device.put(self._data_host, mesh=self.mesh)
+        self.compiled = self._data_program().lower(state, self._data).compile()
 
     def _start_prefetch(self):
         from gan_jax.data import streaming
-        put = lambda host: parallel.put_global(host, self.mesh, P(None, parallel.AXIS))
+        put = lambda host: jax.tree.map(
+            lambda x: parallel.put_global(x, self.mesh, P(None, parallel.AXIS)), host)
         self._prefetch = streaming.DevicePrefetcher(self._pipeline, self.k, put)
 
     def _data_program(self):
-        n = len(self._images_host)
+        n = device.rows_of(self._data_host)
         if self.pmap:
             multi = device.make_data_steps(
                 self.train_step, self.k, rows_per_step=self.rows // self.shards, num_examples=n,
@@ -229,7 +238,7 @@ class Engine:
     def dispatch(self, state):
         """Runs K steps; returns (state, metrics stacked over K), both still on the device."""
         if not self.streaming:
-            state, metrics = self.compiled(state, self._images)
+            state, metrics = self.compiled(state, self._data)
             return state, (parallel.unreplicate(metrics) if self.pmap else metrics)
         if self._next is None:
             self._next = self._prefetch.next()
