@@ -1,17 +1,17 @@
 """Evaluates a run's checkpoint and appends one JSON line per metric to WORKDIR/eval.jsonl.
 
   python -m experiments.evaluate --workdir=runs/mnist_dcgan --metrics=fid,kid,is,pr \
-      --num=50000 [--step=N] [--extractor=mnist|inception] [--no-ema] [--seed=0] \
-      [--inception_weights=PATH]
+      --num=50000 [--step=N] [--extractor=mnist|fashion_mnist|inception] [--no-ema] \
+      [--seed=0] [--inception_weights=PATH]
 
 Metrics: fid, kid, is, pr (precision/recall), dc (density/coverage). The extractor defaults
-to the MNIST classifier for MNIST runs and the FID Inception otherwise; the reference is
-the run's training split.
+to the MNIST (Fashion-MNIST) classifier for MNIST (Fashion-MNIST) runs and the FID Inception
+otherwise; the reference is the run's training split.
 """
 import json
 import sys
 
-from absl import app, flags
+from absl import flags
 
 from experiments import cli
 from gan_jax.trainer.evaluation import evaluate_checkpoint
@@ -20,11 +20,13 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "The run's workdir.", required=T
 _METRICS = flags.DEFINE_string("metrics", "fid,kid,is", "Comma-separated: fid,kid,is,pr,dc.")
 _NUM = flags.DEFINE_integer("num", 10_000, "Generated samples.")
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step; default the latest.")
-_EXTRACTOR = flags.DEFINE_string("extractor", None, "mnist or inception; default by dataset.")
+_EXTRACTOR = flags.DEFINE_string("extractor", None,
+                                 "mnist, fashion_mnist or inception; default by dataset.")
 _EMA = flags.DEFINE_boolean("ema", True, "Use the EMA generator (--noema / --no-ema: raw G).")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the latents and of KID's subsets.")
 _WEIGHTS = flags.DEFINE_string("inception_weights", None,
-                               "Converted FID Inception .npz; default $GAN_JAX_INCEPTION_WEIGHTS.")
+                               "Converted FID Inception .npz, for the inception extractor "
+                               "only; default $GAN_JAX_INCEPTION_WEIGHTS.")
 _REF_SPLIT = flags.DEFINE_string("reference_split", None, "Default: the run's training split.")
 _REF_NUM = flags.DEFINE_integer("reference_num", None, "Reference images; default all.")
 _KNN_NUM = flags.DEFINE_integer("knn_num", 10_000, "Samples per set for pr and dc.")
@@ -46,4 +48,4 @@ def main(argv):
 
 if __name__ == "__main__":
     sys.argv = ["--noema" if a == "--no-ema" else a for a in sys.argv]
-    app.run(main)
+    cli.run(main)

@@ -1,22 +1,24 @@
 """Trains a GAN: python -m experiments.main --config=experiments/configs/<name>.py --workdir=DIR
 
-Append ``:smoke`` to the config path for a one-minute CPU run; override any key with
+Append ``:smoke`` to the config path for a run of seconds on a CPU; override any key with
 ``--config.<key>=<value>`` (an unknown key or a value of the wrong type is an error).
 On several hosts run the same command on each, adding --coordinator_address=HOST:PORT
 --num_processes=N --process_id=I (or rely on the cluster environment JAX detects).
 """
 import sys
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
 from experiments import cli
 from gan_jax import parallel
 from gan_jax.trainer import train_and_evaluate
 
-_CONFIG = config_flags.DEFINE_config_file("config", "experiments/configs/mnist_dcgan.py",
-                                          "Config file, optionally followed by :smoke.",
-                                          lock_config=True)
+_DEFAULT_CONFIG = "experiments/configs/mnist_dcgan.py"
+with cli.config_flag_errors("config", _DEFAULT_CONFIG):
+    _CONFIG = config_flags.DEFINE_config_file("config", _DEFAULT_CONFIG,
+                                              "Config file, optionally followed by :smoke.",
+                                              lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", "runs/mnist_dcgan", "Directory for all run artefacts.")
 _COORDINATOR = flags.DEFINE_string(
     "coordinator_address", "", "HOST:PORT of process 0, to run on several hosts (or set "
@@ -35,4 +37,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

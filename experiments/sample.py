@@ -1,39 +1,65 @@
 """Draws images from a checkpoint without building D or the optimizers.
 
-  python -m experiments.sample --workdir=runs/mnist_dcgan --num=64 --out=grid.png \
+  python -m experiments.sample --workdir=runs/mnist_dcgan --num=64 [--out=grid.png] \
       [--step=N] [--no-ema] [--npz=samples.npz] [--seed=0]
+
+The PNG grid goes to WORKDIR/samples/sample_<step>.png unless --out says otherwise
+(_raw and _seed<N> are added for --no-ema and a seed other than 0).
 """
+import pathlib
 import sys
 
-from absl import app, flags
+from absl import flags
 
 from experiments import cli
 from gan_jax import files, sampling
+from gan_jax.errors import ConfigError, WorkdirError
 from gan_jax.trainer import workdir, writers
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "The run's workdir.", required=True)
-_NUM = flags.DEFINE_integer("num", 64, "Number of images.")
-_OUT = flags.DEFINE_string("out", "grid.png", "PNG grid to write ('' for none).")
+_NUM = flags.DEFINE_integer("num", 64, "Number of images (at least 1).")
+_OUT = flags.DEFINE_string("out", None, "PNG grid to write; default "
+                           "WORKDIR/samples/sample_<step>.png ('' for none).")
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step; default the latest.")
 _EMA = flags.DEFINE_boolean("ema", True, "Use the EMA generator (--noema / --no-ema: raw G).")
 _NPZ = flags.DEFINE_string("npz", "", "Also write the images (uint8 NHWC) to this .npz.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the latent batch.")
 
 
+def _default_out(step: int) -> pathlib.Path:
+    name = (f"sample_{step}" + ("" if _EMA.value else "_raw")
+            + (f"_seed{_SEED.value}" if _SEED.value else ""))
+    return pathlib.Path(_WORKDIR.value) / "samples" / f"{name}.png"
+
+
+def _write(what: str, path, write) -> None:
+    try:
+        write(path)
+    except OSError as e:
+        where = f": {e.filename}" if e.filename and str(e.filename) != str(path) else ""
+        raise WorkdirError(f"Cannot write {what}={path} ({e.strerror or e}{where}). Pass "
+                           f"{what}= a path on a writable disk ('' for none).") from None
+
+
 def main(argv):
     with cli.script(argv):
+        if _NUM.value < 1:
+            raise ConfigError(f"--num must be at least 1 (the number of images to draw), "
+                              f"got {_NUM.value}.")
+        workdir.check_directory(_WORKDIR.value, writable=False)
         images, step = workdir.sample(_WORKDIR.value, _NUM.value, step=_STEP.value,
-                                                ema=_EMA.value, seed=_SEED.value)
-    if _OUT.value:
-        writers.save_png(_OUT.value, sampling.grid(images))
-    if _NPZ.value:
-        files.write_npz(_NPZ.value, dict(images=images, step=step, seed=_SEED.value,
-                                         ema=_EMA.value))
+                                      ema=_EMA.value, seed=_SEED.value)
+        out = _default_out(step) if _OUT.value is None else _OUT.value
+        if out:
+            _write("--out", out, lambda p: writers.save_png(p, sampling.grid(images)))
+        if _NPZ.value:
+            _write("--npz", _NPZ.value, lambda p: files.write_npz(p, dict(
+                images=images, step=step, seed=_SEED.value, ema=_EMA.value)))
     print(f"sampled {len(images)} images from step {step} "
-          f"({'EMA' if _EMA.value else 'raw'} G) -> {_OUT.value or ''} {_NPZ.value}".rstrip())
+          f"({'EMA' if _EMA.value else 'raw'} G) -> {out or ''} {_NPZ.value}".rstrip())
 
 
 if __name__ == "__main__":
     # absl spells a false boolean --noema; accept --no-ema as well.
     sys.argv = ["--noema" if a == "--no-ema" else a for a in sys.argv]
-    app.run(main)
+    cli.run(main)

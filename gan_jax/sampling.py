@@ -25,6 +25,8 @@ def to_uint8(x_BHWC) -> np.ndarray:
 def grid(images_BHWC: np.ndarray, cols: int | None = None, pad: int = 2) -> np.ndarray:
     """Tiles uint8 images into one uint8 [H', W', C] image with ``pad`` black pixels between."""
     b, h, w, c = images_BHWC.shape
+    if b == 0:
+        raise ValueError("sampling.grid needs at least one image, got an empty batch.")
     cols = cols or int(np.ceil(np.sqrt(b)))
     rows = int(np.ceil(b / cols))
     out = np.zeros((rows * (h + pad) + pad, cols * (w + pad) + pad, c), np.uint8)

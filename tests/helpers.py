@@ -24,6 +24,20 @@ def load_config(name: str = "mnist_mlp", variant: str | None = "smoke"):
     return mod.get_config(variant)
 
 
+def smoke_config(data_dir, name: str = "mnist_mlp", **overrides):
+    """A config's smoke variant on ``data_dir``'s MNIST, with dotted-key overrides
+    (``**{"checkpoint.every": 20}``)."""
+    c = load_config(name, "smoke")
+    c.dataset.data_dir = data_dir
+    for key, value in overrides.items():
+        node = c
+        *path, last = key.split(".")
+        for p in path:
+            node = node[p]
+        node[last] = value
+    return c
+
+
 def main_cmd(*args, module="experiments.main"):
     return [sys.executable, "-m", module, *args]
 

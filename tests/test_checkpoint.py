@@ -17,18 +17,7 @@ from gan_jax.trainer.checkpoint import CheckpointError, Checkpointer
 from gan_jax.errors import DivergenceError, WorkdirError
 from tests.helpers import (assert_trees_equal, load_config, metric_lines, restore, run_module,
                            start_module)
-
-
-def _config(data_dir, name="mnist_mlp", **overrides):
-    c = load_config(name, "smoke")
-    c.dataset.data_dir = data_dir
-    for key, value in overrides.items():
-        node = c
-        *path, last = key.split(".")
-        for p in path:
-            node = node[p]
-        node[last] = value
-    return c
+from tests.helpers import smoke_config as _config
 
 
 def _flags(config, name="mnist_mlp"):
@@ -213,9 +202,10 @@ def test_a_run_without_a_checkpoint_writes_its_logs_afresh(mnist_dir, tmp_path):
 
 def test_resume_with_other_shapes_fails_first_and_changes_nothing(mnist_dir, tmp_path,
                                                                   monkeypatch):
-    c = _config(mnist_dir)
+    c = _config(mnist_dir, num_steps=20)
     trainer.train_and_evaluate(c, tmp_path)
     before = _snapshot(tmp_path)
+    c.num_steps = 40  # Unfinished, so it resumes (a finished run is not even compiled).
     build = models.build
 
     def wider(model_cfg, image_shape, dtype="float32", axis_name=None):
@@ -262,6 +252,7 @@ def test_corrupted_and_foreign_checkpoints(mnist_dir, tmp_path):
             f.write_bytes(b"garbage")
     with pytest.raises(CheckpointError, match=r"checkpoints/40 .*damaged"):
         workdir_lib.sample(tmp_path, 4)
+    c.num_steps = 60  # Extended, so it resumes: from no checkpoint that passes.
     with pytest.raises(CheckpointError, match=r"checkpoints/40"):
         trainer.train_and_evaluate(c, tmp_path)
 

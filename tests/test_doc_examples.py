@@ -11,7 +11,7 @@ temporary directory of their own (the working directory of the python blocks):
 
     --config=experiments/configs/X.py   ->  --config=experiments/configs/X.py:smoke
     an argument value runs/...          ->  <tmp>/runs/...
-    --out=F, --npz=F (F relative)       ->  <tmp>/F
+    --out=F, --npz=F, --src=F (relative) ->  <tmp>/F
     --num=N                             ->  --num=min(N, 1000)
     --config.num_steps=N                ->  --config.num_steps=N // 250
                                             (5,000 -> 20, the DCGAN smoke run's length)
@@ -77,7 +77,7 @@ def _at_smoke_scale(argv, tmp):
                 value = str(min(int(value), 1000))
             elif flag == "--config.num_steps":
                 value = str(int(value) // 250)
-            elif value.startswith("runs/") or (flag in ("--out", "--npz") and value
+            elif value.startswith("runs/") or (flag in ("--out", "--npz", "--src") and value
                                                and not os.path.isabs(value)):
                 value = str(tmp / value)
         args.append(f"{flag}{eq}{value}")
@@ -98,6 +98,19 @@ def _run_bash(doc: str, code: str, tmp, data_dir: str) -> int:
                                       f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
         ran += 1
     return ran
+
+
+def _make_inputs(doc: str, tmp) -> None:
+    """What a doc's commands take from their reader: data.md's folder of images, 24 PNGs
+    in two class subfolders."""
+    if doc == "docs/data.md":
+        from PIL import Image
+        rng = np.random.default_rng(0)
+        for i in range(24):
+            folder = tmp / "my_images" / ("cats", "dogs")[i % 2]
+            folder.mkdir(parents=True, exist_ok=True)
+            pixels = rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(folder / f"{i}.png")
 
 
 def _free_names(doc: str, request, tmp_path) -> dict:
@@ -145,6 +158,10 @@ def _check_what_the_doc_says(doc, scopes, tmp):
             assert npz["images"].shape == (1000, 28, 28, 1) and not bool(npz["ema"])
         [scope] = scopes
         assert scope["images"].shape == (16, 28, 28, 1) and scope["step"] == 20
+    elif doc == "docs/data.md":  # The folder import, then 20 steps on it.
+        assert (tmp / "runs/my_images/samples/final.png").exists()
+        assert json.loads(
+            (tmp / "runs/my_images/config.json").read_text())["dataset"]["name"] == "my_images"
     elif doc == "docs/evaluation.md":
         rows = [json.loads(s) for s in
                 (tmp / "runs/mnist_dcgan/eval.jsonl").read_text().splitlines()]
@@ -164,6 +181,7 @@ def test_every_code_block_of_the_doc_runs(doc, request, tmp_path, monkeypatch):
     data_dir = request.getfixturevalue("mnist_dir")
     monkeypatch.setenv("TFDS_DATA_DIR", data_dir)
     names = _free_names(doc, request, tmp_path)
+    _make_inputs(doc, tmp_path)
     monkeypatch.chdir(tmp_path)
     scopes = []
     for i, (lang, code) in enumerate(blocks):
@@ -232,6 +250,7 @@ def test_every_flag_the_docs_name_is_defined_by_an_entry_point():
         # Hyphenated ones are pip's (--no-deps) or absl's negations (--no-ema).
         named |= set(re.findall(r"(?<![\w-])--([a-z]\w*)(?![\w-])", path.read_text()))
     named = {n for n in named if not n.startswith("xla_")}  # XLA's own, in XLA_FLAGS
+    named -= {"logdir"}  # TensorBoard's own
     assert len(named) >= 30 and "coordinator_address" in defined, (named, defined)
     assert not named - defined, f"flags the docs name that no entry point defines: " \
                                 f"{sorted(named - defined)}"

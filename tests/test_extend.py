@@ -21,6 +21,7 @@ def test_a_finished_run_extended_equals_a_run_that_long(mnist_dir, tmp_path):
     assert trainer.train_and_evaluate(_config(mnist_dir, 40), run)["steps"] == 40
     summary = trainer.train_and_evaluate(_config(mnist_dir, 60), run)
     assert summary["resumed_from"] == 40 and summary["steps"] == 60
+    assert summary["steps_run"] == 20  # What this process ran, and its rate's numerator.
     assert json.loads((run / "config.json").read_text())["num_steps"] == 60
     c = _config(mnist_dir, 60)
     a, _ = restore(tmp_path / "straight", c)
@@ -42,4 +43,16 @@ def test_a_run_whose_learning_rate_decays_over_num_steps_is_not_extended(mnist_d
     c.num_steps = 40
     with pytest.raises(WorkdirError, match=r"decay to 0 over num_steps \(optimizer.d.decay\)"):
         trainer.train_and_evaluate(c, tmp_path)
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+
+
+def test_a_finished_run_run_again_compiles_and_writes_nothing(mnist_dir, tmp_path, capsys,
+                                                              monkeypatch):
+    from gan_jax.trainer import engine
+    c = _config(mnist_dir, 20)
+    first = trainer.train_and_evaluate(c, tmp_path)
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    monkeypatch.setattr(engine.Engine, "compile", lambda *a: pytest.fail("compiled again"))
+    assert trainer.train_and_evaluate(c, tmp_path) == first
+    assert "already holds the run to step 20; nothing to do" in capsys.readouterr().out
     assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before

@@ -128,16 +128,16 @@ def test_entry_point_dcgan_smoke(repo_root, mnist_dir, tmp_path):
 
 
 def test_entry_point_rejects_bad_keys(repo_root, mnist_dir, tmp_path):
-    r = _main(repo_root, "--config=experiments/configs/mnist_mlp.py:smoke",
-              "--config.model.widht=3", f"--workdir={tmp_path}", env_dir=mnist_dir)
-    assert r.returncode != 0 and "widht" in r.stderr
-    r = _main(repo_root, "--config=experiments/configs/mnist_mlp.py:smoke",
-              "--config.batch_size=big", f"--workdir={tmp_path}", env_dir=mnist_dir)
-    assert r.returncode != 0 and "batch_size" in r.stderr
-    r = _main(repo_root, "--config=experiments/configs/mnist_mlp.py:smoke",
-              "--config.dataset.name=nope", f"--workdir={tmp_path}", env_dir=mnist_dir)
-    assert r.returncode == 1 and "\nerror: Unknown dataset 'nope'" in "\n" + r.stderr
-    assert "Traceback" not in r.stderr
+    # Each is one "error:" line naming the key and what it takes, exit status 1, no traceback.
+    for override, words in (("--config.model.widht=3", ["'model.widht'", "'model.g_width'"]),
+                            ("--config.batch_size=big", ["batch_size", "must be of type int"]),
+                            ("--config.dataset.name=nope", ["Unknown dataset 'nope'"])):
+        r = _main(repo_root, "--config=experiments/configs/mnist_mlp.py:smoke", override,
+                  f"--workdir={tmp_path}", env_dir=mnist_dir)
+        assert r.returncode == 1, r.stderr[-3000:]
+        assert "Traceback" not in r.stdout + r.stderr
+        [line] = r.stderr.strip().splitlines()
+        assert line.startswith("error: ") and all(w in line for w in words), line
 
 
 def test_a_run_from_before_a_key_was_added_or_retired_still_resumes(repo_root, tmp_path):

@@ -8,9 +8,10 @@ collective is needed and all processes stay in step); only process 0 writes the 
 import pathlib
 
 from gan_jax import files, parallel
-from gan_jax.eval import evaluate
+from gan_jax.errors import ConfigError
+from gan_jax.eval import evaluate, features
 from gan_jax.trainer import writers
-from gan_jax.trainer.workdir import load_generator
+from gan_jax.trainer.workdir import check_directory, load_generator
 
 SOURCE = "train"  # The "source" field of the lines this writes, so a resume can find them.
 
@@ -73,8 +74,18 @@ def evaluate_checkpoint(workdir, metrics="fid", num: int = 10_000, *, step: int 
     ``workdir/eval.jsonl``. Returns those lines."""
     metrics = evaluate.parse_metrics(metrics)
     workdir = pathlib.Path(workdir)
+    check_directory(workdir)  # It gets eval.jsonl: refused now, not after every metric.
     draw, z_dim, step, info = load_generator(workdir, step=step, ema=ema)
     config = info["config"]
+    if inception_weights:
+        chosen = extractor or features.default_for(config["dataset"]["name"])
+        if chosen != "inception":
+            raise ConfigError(
+                f"--inception_weights applies only to the inception extractor, and this run "
+                f"is evaluated with {chosen!r} ("
+                + ("--extractor" if extractor else f"the default for {config['dataset']['name']}")
+                + "); add --extractor=inception to use the FID Inception, or drop "
+                "--inception_weights.")
     weights = inception_weights or config.get("eval", {}).get("inception_weights") or None
     ex, ref = evaluate.prepare(config["dataset"], extractor=extractor,
                                inception_weights=weights, reference_split=reference_split,

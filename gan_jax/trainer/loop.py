@@ -19,11 +19,12 @@ from gan_jax.files import atomic_write_bytes
 from gan_jax.trainer import config as config_lib
 from gan_jax.trainer import periodic
 from gan_jax.trainer import writers as writers_lib
-from gan_jax.trainer.checkpoint import CheckpointError, Checkpointer
+from gan_jax.trainer.checkpoint import (CheckpointDamagedError, CheckpointError,
+                                        Checkpointer)
 from gan_jax.trainer.engine import Engine
 from gan_jax.trainer.periodic import LogLines, Meter, say
 from gan_jax.trainer.signals import StopSignals
-from gan_jax.trainer.workdir import check_workdir
+from gan_jax.trainer.workdir import check_directory, check_workdir
 
 
 @dataclasses.dataclass
@@ -39,6 +40,8 @@ class _Run:
     signals: StopSignals
     loop_start: float
     rollbacks: int = 0
+    paused_s: float = 0.0  # Spent on grids, evaluations and checkpoints, not on training.
+    loop_s: float = 0.0  # From the first dispatch to the last step's work.
 
     def due(self, step: int) -> periodic.Due:
         e = self.evals
@@ -60,12 +63,16 @@ def train_and_evaluate(config, workdir, *, writers=()) -> dict:
     config = config_lib.validate(config)
     workdir = pathlib.Path(workdir)
     extended_from = check_workdir(workdir, config)
-    images, image_shape = _load_data(config)
+    done = _finished(workdir, config)
+    if done is not None:
+        return done  # Writes nothing: a finished run on a read-only disk says so and exits 0.
+    check_directory(workdir)  # A file, or read-only: refused before the data and the compile.
+    data, image_shape, num_classes = _load_data(config)
     G, D = models.build(config.model, image_shape, config.dtype,
                         axis_name=parallel.AXIS if config.parallel.mode == "pmap" else None)
     init_key, data_key, sample_key = jax.random.split(jax.random.PRNGKey(config.seed), 3)
     engine = Engine(config, G=G, D=D, image_shape=image_shape, init_key=init_key,
-                    data_key=data_key, images=images)
+                    data_key=data_key, data=data, num_classes=num_classes)
     ck = config.checkpoint
     ckpt = Checkpointer(workdir / "checkpoints", keep=ck.keep, best_metric=ck.best_metric,
                         best_mode=ck.best_mode, async_save=ck.async_save)
@@ -92,10 +99,11 @@ def train_and_evaluate(config, workdir, *, writers=()) -> dict:
             + (f", extending the run from {extended_from} to {config.num_steps} steps"
                if extended_from else ""))
     run_info = {"config": config_lib.to_dict(config), "image_shape": list(image_shape),
-                "gan_jax_version": gan_jax.__version__}
+                "num_classes": engine.num_classes, "gan_jax_version": gan_jax.__version__}
     z_fixed = jax.random.normal(sample_key, (config.num_samples, G.z_dim), jnp.float32)
     s0 = engine.checkpoint_view(state)
-    say(f"gan_jax: {config.model.name} on {config.dataset.name} {tuple(image_shape)}, "
+    classes = f", {engine.num_classes} classes" if engine.num_classes else ""
+    say(f"gan_jax: {config.model.name} on {config.dataset.name} {tuple(image_shape)}{classes}, "
         f"G {state_lib.param_count(s0.g_params):,} params, D "
         f"{state_lib.param_count(s0.d_params):,} params, {engine.shards} "
         f"{jax.default_backend()} device(s) in {jax.process_count()} process(es), "
@@ -109,14 +117,17 @@ def train_and_evaluate(config, workdir, *, writers=()) -> dict:
                    signals, loop_start=time.time())
         try:
             state, step = _train_with_rollbacks(run, state, step, Meter.of(resumed_info))
+            run.loop_s = time.time() - run.loop_start
             preempted = signals.received is not None and step < config.num_steps
             if not preempted and step > first_step:
                 run.grids(state, step, final=True)
         finally:
-            ckpt.wait()  # Never leave with a save half-done.
-            ckpt.close()
-            engine.close()
-            writer.close()
+            try:
+                ckpt.wait()  # Never leave with a save half-done; a failed save raises here.
+            finally:
+                ckpt.close()
+                engine.close()
+                writer.close()
     return _finish(run, workdir, start, compile_s, first_step, step, resumed_from, preempted)
 
 
@@ -124,26 +135,29 @@ def _train(run: _Run, state, step: int, meter: Meter):
     """Dispatches until num_steps or a stop signal. Each dispatch's metrics are read after
     the next one is queued; the periodic work runs after the dispatch it is due at."""
     log = LogLines(run.config, run.writer, meter, step, run.loop_start)
-    while step < run.config.num_steps:
-        state, metrics = run.engine.dispatch(state)
-        step += run.config.steps_per_dispatch
-        log.received(step, metrics)
-        due = run.due(step)
-        if due.log:
-            log.line(step, now=due.host_waits)
-        with log.paused():
-            if due.sample:
-                run.grids(state, step)
-            if due.evaluate:
-                log.settle()  # A state whose losses went NaN stops here, before it is evaluated.
-                run.evals(state, step)
-            if due.checkpoint or due.stop:
-                log.settle()  # Only a state whose metrics were all finite is saved.
-                evaluated = run.evals.at(step) if run.evals else {}
-                run.save(state, {**log.last, **evaluated}, meter)
-        if due.stop:
-            break
-    log.settle()
+    try:
+        while step < run.config.num_steps:
+            state, metrics = run.engine.dispatch(state)
+            step += run.config.steps_per_dispatch
+            log.received(step, metrics)
+            due = run.due(step)
+            if due.log:
+                log.line(step, now=due.host_waits)
+            with log.paused():
+                if due.sample:
+                    run.grids(state, step)
+                if due.evaluate:
+                    log.settle()  # A state whose losses went NaN stops here, unevaluated.
+                    run.evals(state, step)
+                if due.checkpoint or due.stop:
+                    log.settle()  # Only a state whose metrics were all finite is saved.
+                    evaluated = run.evals.at(step) if run.evals else {}
+                    run.save(state, {**log.last, **evaluated}, meter)
+            if due.stop:
+                break
+        log.settle()
+    finally:
+        run.paused_s += log.total_paused
     return state, step
 
 
@@ -177,27 +191,63 @@ def _roll_back(run: _Run, error: DivergenceError):
 
 
 def _load_data(config):
+    """(host data for the device pipeline, image shape, number of classes or None): the
+    data is the images, or {"image", "label"} where the dataset has labels."""
     ds = config.dataset
     if ds.pipeline == "streaming":
-        return None, sources.image_shape(ds.name, ds.data_dir or None, ds.image_key,
-                                         ds.resolution or None)
-    data = sources.load(ds.name, ds.split, ds.data_dir or None, image_key=ds.image_key,
-                        resolution=ds.resolution or None, max_examples=ds.max_examples or None)
-    return data.images, data.image_shape
+        shape = sources.image_shape(ds.name, ds.data_dir or None, ds.image_key,
+                                    ds.resolution or None)
+        return None, shape, None  # The pipeline reads the labels and their metadata.
+    d = sources.load(ds.name, ds.split, ds.data_dir or None, image_key=ds.image_key,
+                     label_key=ds.label_key or None, resolution=ds.resolution or None,
+                     max_examples=ds.max_examples or None)
+    if d.labels is None:
+        return d.images, d.image_shape, None
+    return {"image": d.images, "label": d.labels.astype("int32")}, d.image_shape, d.num_classes
 
 
 def _resume(ckpt, engine):
-    """(state, step resumed from or None, run info): the latest checkpoint's, else new."""
-    resumed_from = ckpt.latest_step()
-    if resumed_from is None:
+    """(state, step resumed from or None, run info): the newest checkpoint that passes its
+    checks, else new. Damaged checkpoints newer than it are moved aside (renamed, kept), and
+    only once one passes: when none does, the run stops with the workdir as it was."""
+    steps = sorted(ckpt.steps(), reverse=True)
+    if not steps:
         return engine.new_state(), None, {}
-    # Before anything is written: a model that does not fit fails here, naming the arrays.
-    ckpt.check_compatible(engine.abstract_state())
-    state, info = ckpt.restore(engine.restore_template())
+    template, damaged = engine.restore_template(), []
+    for resumed_from in steps:
+        try:
+            # Before anything is written: a model that does not fit fails here, naming the
+            # arrays (CheckpointError, not a damaged checkpoint: no fallback).
+            state, info = ckpt.restore(template, resumed_from)
+            break
+        except CheckpointDamagedError as e:
+            say(f"gan_jax: {e}")
+            damaged.append(resumed_from)
+    else:
+        raise CheckpointError(
+            f"No checkpoint in {ckpt.directory} passes its check (steps {damaged}, damaged as "
+            "said above), so nothing was trained and nothing was moved; restore the directory "
+            "from a copy, or move it away to start the run afresh.")
+    paths = ", ".join(str(ckpt.directory / str(s)) for s in damaged)
+    newer = f" (newer ones failed their check: {paths})" if damaged else ""
+    # check_workdir compared config.json; a checkpoint fallen back to must be of this run too
+    # (num_steps may have grown since it was written).
+    changed = [d for d in config_lib.diff(info["config"], config_lib.to_dict(engine.config),
+                                          defaults=config_lib.to_dict(config_lib.defaults()))
+               if not d.startswith("num_steps:")]
+    if changed:
+        raise CheckpointError(f"The checkpoint {ckpt.directory / str(resumed_from)} belongs "
+                              f"to a run with another config ({'; '.join(changed[:5])}){newer}.")
     want = engine.data_info()
     if {k: info["data"].get(k) for k in want} != want:
         raise CheckpointError(f"The checkpoint at step {resumed_from} was trained on other "
-                              f"data ({info['data']}); now: {want}.")
+                              f"data ({info['data']}); now: {want}{newer}.")
+    for step in damaged:
+        say(f"gan_jax: moved the damaged checkpoint of step {step} aside to "
+            f"{ckpt.move_aside(step)}")
+    if damaged:
+        say(f"gan_jax: resuming from step {resumed_from}, the newest checkpoint that passes "
+            "its check")
     if info["data"].get("shards") != engine.shards:
         say(f"gan_jax: warning: the checkpoint was written with {info['data'].get('shards')} "
             f"data shards, this run has {engine.shards}; the batch order changes from here.")
@@ -240,16 +290,34 @@ def _check_best_metric(config, step_metrics) -> None:
                           f"metrics only with eval.every > 0).")
 
 
+def _finished(workdir: pathlib.Path, config) -> dict | None:
+    """The summary of a run that already reached ``num_steps`` in ``workdir``, said and
+    returned before anything is compiled or written; None otherwise."""
+    summary_path = workdir / "summary.json"
+    if not (summary_path.exists() and (workdir / "checkpoints").is_dir()):
+        return None
+    ckpt = Checkpointer(workdir / "checkpoints", read_only=True)
+    try:
+        latest = ckpt.latest_step()
+    finally:
+        ckpt.close()
+    if latest is None or latest < config.num_steps:
+        return None
+    say(f"gan_jax: {workdir} already holds the run to step {latest}; nothing to do (raise "
+        "num_steps to extend it).")
+    return json.loads(summary_path.read_text())
+
+
 def _finish(run: _Run, workdir, start, compile_s, first_step, step, resumed_from,
             preempted) -> dict:
-    """Writes and returns the summary, and says how the run ended."""
-    config, loop_s = run.config, time.time() - run.loop_start
-    if step == first_step and (workdir / "summary.json").exists():  # Rerun of a finished run.
-        say(f"gan_jax: {workdir} already holds the run to step {step}; nothing to do.")
-        return json.loads((workdir / "summary.json").read_text())
+    """Writes and returns the summary, and says how the run ended: the steps this process
+    ran, and its training rate (the time of grids, evaluations and checkpoints apart)."""
+    config, loop_s = run.config, run.loop_s
+    ran, train_s = step - first_step, max(loop_s - run.paused_s, 1e-9)
     blocks = run.save.block_s
-    summary = {"steps": step, "wall_time_s": time.time() - start, "compile_s": compile_s,
-               "loop_s": loop_s, "steps_per_s": (step - first_step) / max(loop_s, 1e-9),
+    summary = {"steps": step, "steps_run": ran, "wall_time_s": time.time() - start,
+               "compile_s": compile_s, "loop_s": loop_s, "periodic_s": run.paused_s,
+               "steps_per_s": ran / train_s,
                "batch_size": config.batch_size, "backend": jax.default_backend(),
                "devices": run.engine.shards, "processes": jax.process_count(),
                "resumed_from": resumed_from, "preempted": preempted,
@@ -263,7 +331,7 @@ def _finish(run: _Run, workdir, start, compile_s, first_step, step, resumed_from
             f"checkpoint saved in {workdir / 'checkpoints'}. Rerun the same command (same "
             "--config and --workdir) to resume.")
     else:
-        say(f"gan_jax: done, {step} steps in {summary['wall_time_s']:.0f}s "
-            f"({summary['steps_per_s']:,.1f} steps/s in the loop); final grid "
-            f"{workdir / 'samples' / 'final.png'}")
+        say(f"gan_jax: done at step {step}: ran {ran:,} steps in {loop_s:.0f}s, "
+            f"{summary['steps_per_s']:,.1f} steps/s training ({run.paused_s:.0f}s of grids, "
+            f"evaluations and checkpoints); final grid {workdir / 'samples' / 'final.png'}")
     return summary

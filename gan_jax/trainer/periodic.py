@@ -65,6 +65,7 @@ class LogLines:
         self.due = None  # The step of a line that waits for the pending metrics.
         self.last = {}  # The last line's means, which a checkpoint records.
         self._loop_start, self._time, self._step, self._paused = loop_start, time.time(), step, 0.0
+        self.total_paused = 0.0
 
     def received(self, step: int, metrics) -> None:
         """A dispatch was queued: the previous one's metrics are settled (and a line that
@@ -95,6 +96,7 @@ class LogLines:
         t = time.time()
         yield
         self._paused += time.time() - t
+        self.total_paused += time.time() - t
 
     def _write(self, step: int) -> None:
         c, now = self.config, time.time()

@@ -11,8 +11,8 @@ import numpy as np
 from gan_jax import models, sampling
 from gan_jax.errors import WorkdirError
 from gan_jax.trainer import config as config_lib
-from gan_jax.trainer.checkpoint import (CheckpointError, Checkpointer, leaf_specs,
-                                        shape_mismatches)
+from gan_jax.trainer.checkpoint import (CheckpointDamagedError, CheckpointError, Checkpointer,
+                                        leaf_specs, shape_mismatches)
 from gan_jax.trainer.engine import make_create
 
 
@@ -54,6 +54,43 @@ def check_workdir(workdir: pathlib.Path, config) -> int | None:
     return extended
 
 
+def check_directory(workdir, *, writable: bool = True) -> None:
+    """Refuses, before any data is loaded or anything compiled, a ``workdir`` that is a file
+    and, with ``writable``, one this process cannot write into (a read-only file system,
+    no permission), or cannot create. An existing workdir is checked with a temporary file
+    that leaves no trace; a new one through the directory it would be created in."""
+    import os
+    import tempfile
+
+    workdir = pathlib.Path(workdir)
+    if workdir.exists() and not workdir.is_dir():
+        raise WorkdirError(f"--workdir {workdir} is a file, not a directory: pass the run's "
+                           "directory (experiments.main creates it), or move the file away.")
+    if not writable:
+        return
+    fix = ("gan_jax writes the run's files there; pass a --workdir on a writable disk (copy "
+           "the run there to go on with it).")
+    if workdir.is_dir():
+        try:
+            with tempfile.TemporaryFile(dir=workdir):
+                pass
+        except OSError as e:
+            raise WorkdirError(f"--workdir {workdir} is not writable ({e.strerror or e}): "
+                               + fix) from None
+        return
+    parent = workdir.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise WorkdirError(f"--workdir {workdir} cannot be created: {parent} is a file, not a "
+                           "directory.")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        read_only = os.statvfs(parent).f_flag & os.ST_RDONLY
+        raise WorkdirError(f"--workdir {workdir} cannot be created: {parent} is "
+                           f"{'on a read-only file system' if read_only else 'not writable'}; "
+                           "pass a --workdir on a writable disk.")
+
+
 def _shape_changes(workdir: pathlib.Path, config) -> str:
     """The arrays of the workdir's latest checkpoint that ``config`` would reshape, if any."""
     if not (workdir / "checkpoints").is_dir():
@@ -81,6 +118,13 @@ def load_generator(workdir, *, step: int | None = None, ema: bool = True):
     ckpt = Checkpointer(directory, read_only=True)
     try:
         step, info, g = ckpt.restore_generator(step)
+    except CheckpointDamagedError as e:
+        # Read-only: the damaged checkpoint stays where it is (a resume moves it aside).
+        good = ckpt.newest_good_generator(below=e.step)
+        raise CheckpointDamagedError(
+            f"{e} " + (f"The newest checkpoint whose generator passes its check is step "
+                       f"{good} (--step={good})." if good is not None else
+                       "No earlier checkpoint's generator passes its check."), e.step) from None
     finally:
         ckpt.close()
     config = ml_collections.ConfigDict(info["config"])
