@@ -58,7 +58,7 @@ def test_benchmark_times_the_trainer_step_and_reports():
     config = benchmark.bench_config("dcgan28", 8, "float32", 2)
     G, D = models.build(config.model, (28, 28, 1))
     engine = Engine(config, G=G, D=D, image_shape=(28, 28, 1), init_key=jax.random.PRNGKey(0),
-                    data_key=jax.random.PRNGKey(1), images=np.zeros((4096, 28, 28, 1), np.uint8))
+                    data_key=jax.random.PRNGKey(1), data=np.zeros((4096, 28, 28, 1), np.uint8))
     held = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(engine.abstract_state()))
     held += 4096 * 28 * 28
     assert held + 8 * 28 * 28 * 4 <= row["memory_bytes"] < 3 * held
@@ -297,7 +297,7 @@ def _small_engine(cls, devices=1, **kwargs):
     config.model.name, config.model.g_width, config.model.d_width = "mlp", 16, 16
     G, D = models.build(config.model, (28, 28, 1))
     return cls(config, G=G, D=D, image_shape=(28, 28, 1), init_key=jax.random.PRNGKey(0),
-               data_key=jax.random.PRNGKey(1), images=np.zeros((16, 28, 28, 1), np.uint8),
+               data_key=jax.random.PRNGKey(1), data=np.zeros((16, 28, 28, 1), np.uint8),
                **kwargs)
 
 

@@ -228,7 +228,7 @@ def test_each_device_does_its_share_of_the_generators_work(share_fake):
         G, D = models.build(config.model, SHAPE)
         engine = engine_type(config, G=G, D=D, image_shape=SHAPE,
                              init_key=jax.random.PRNGKey(0), data_key=jax.random.PRNGKey(1),
-                             images=np.zeros((64, *SHAPE), np.uint8))
+                             data=np.zeros((64, *SHAPE), np.uint8))
         engine.compile(engine.new_state())
         return engine.compiled.cost_analysis()["flops"]
 
