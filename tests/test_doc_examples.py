@@ -101,9 +101,9 @@ def _run_bash(doc: str, code: str, tmp, data_dir: str) -> int:
 
 
 def _make_inputs(doc: str, tmp) -> None:
-    """What a doc's commands take from their reader: data.md's folder of images, 24 PNGs
-    in two class subfolders."""
-    if doc == "docs/data.md":
+    """What a doc's commands take from their reader: the README's folder of images, 24
+    PNGs in two class subfolders."""
+    if doc == "README.md":
         from PIL import Image
         rng = np.random.default_rng(0)
         for i in range(24):
@@ -146,6 +146,10 @@ def _check_what_the_doc_says(doc, scopes, tmp):
                            re.S | re.M).group(1)
         assert sorted(scope["metrics"]) == sorted(re.findall(r"`(\w+)`", listed))
         assert (tmp / "runs/mnist_dcgan/samples/final.png").exists()
+        # The folder import, then 20 steps on it.
+        assert (tmp / "runs/my_images/samples/final.png").exists()
+        assert json.loads((tmp / "runs/my_images/config.json").read_text())["dataset"][
+            "name"] == "my_images"
     elif doc == "docs/training.md":  # The MLP smoke run (40 steps) extended to 160 steps.
         summary = json.loads((tmp / "runs/mnist_mlp/summary.json").read_text())
         assert (summary["steps"], summary["resumed_from"]) == (160, 40)
@@ -158,10 +162,6 @@ def _check_what_the_doc_says(doc, scopes, tmp):
             assert npz["images"].shape == (1000, 28, 28, 1) and not bool(npz["ema"])
         [scope] = scopes
         assert scope["images"].shape == (16, 28, 28, 1) and scope["step"] == 20
-    elif doc == "docs/data.md":  # The folder import, then 20 steps on it.
-        assert (tmp / "runs/my_images/samples/final.png").exists()
-        assert json.loads(
-            (tmp / "runs/my_images/config.json").read_text())["dataset"]["name"] == "my_images"
     elif doc == "docs/evaluation.md":
         rows = [json.loads(s) for s in
                 (tmp / "runs/mnist_dcgan/eval.jsonl").read_text().splitlines()]
