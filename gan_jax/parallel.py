@@ -148,12 +148,11 @@ def put_sharded_copy(full, mesh: Mesh):
 
 def to_host(tree):
     """Fetches replicated arrays to NumPy on any process (where ``device_get`` would refuse
-    arrays that span other processes' devices)."""
-    def fetch(x):
-        if isinstance(x, jax.Array) and not x.is_fully_addressable:
-            return np.asarray(x.addressable_data(0))
-        return np.asarray(jax.device_get(x))
-    return jax.tree.map(fetch, tree)
+    arrays that span other processes' devices), all leaves in one batched copy."""
+    leaves, treedef = jax.tree.flatten(tree)
+    local = [x.addressable_data(0) if isinstance(x, jax.Array) and not x.is_fully_addressable
+             else x for x in leaves]
+    return jax.tree.unflatten(treedef, [np.asarray(x) for x in jax.device_get(local)])
 
 
 def is_writer() -> bool:

@@ -34,6 +34,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
+from gan_jax import parallel
 from gan_jax.errors import GanJaxError
 from gan_jax.state import GANState
 
@@ -83,14 +84,6 @@ def leaf_specs(tree, is_leaf=None) -> dict[str, tuple]:
             for path, x in flat if hasattr(x, "shape")}
 
 
-def _host_arrays(leaves) -> list[np.ndarray]:
-    """The leaves on the host; one batched copy. An array spanning other processes' devices
-    is a replica here (checkpointed state is replicated), so its local copy is the array."""
-    local = [x.addressable_data(0) if isinstance(x, jax.Array) and not x.is_fully_addressable
-             else x for x in leaves]
-    return [np.asarray(x) for x in jax.device_get(local)]
-
-
 def _crc(x: np.ndarray) -> str:
     x = np.ascontiguousarray(x)
     if x.dtype.byteorder == ">":
@@ -100,8 +93,10 @@ def _crc(x: np.ndarray) -> str:
 
 def fingerprints(tree) -> dict[str, str]:
     """{array path: CRC-32 of its bytes} (paths as ``leaf_specs`` names them)."""
+    # Checkpointed state is replicated: a process's copy of an array is the array.
     flat = jax.tree_util.tree_flatten_with_path(tree)[0]
-    return {_path(p): _crc(x) for (p, _), x in zip(flat, _host_arrays([x for _, x in flat]))}
+    host = parallel.to_host([x for _, x in flat])
+    return {_path(p): _crc(x) for (p, _), x in zip(flat, host)}
 
 
 def _is_array_metadata(x) -> bool:

@@ -24,7 +24,7 @@ from gan_jax.trainer.checkpoint import (CheckpointDamagedError, CheckpointError,
 from gan_jax.trainer.engine import Engine
 from gan_jax.trainer.periodic import LogLines, Meter, say
 from gan_jax.trainer.signals import StopSignals
-from gan_jax.trainer.workdir import check_directory, check_workdir
+from gan_jax.trainer.workdir import check_directory, check_workdir, config_differences
 
 
 @dataclasses.dataclass
@@ -232,8 +232,7 @@ def _resume(ckpt, engine):
     newer = f" (newer ones failed their check: {paths})" if damaged else ""
     # check_workdir compared config.json; a checkpoint fallen back to must be of this run too
     # (num_steps may have grown since it was written).
-    changed = [d for d in config_lib.diff(info["config"], config_lib.to_dict(engine.config),
-                                          defaults=config_lib.to_dict(config_lib.defaults()))
+    changed = [d for d in config_differences(info["config"], engine.config)
                if not d.startswith("num_steps:")]
     if changed:
         raise CheckpointError(f"The checkpoint {ckpt.directory / str(resumed_from)} belongs "

@@ -21,6 +21,13 @@ def saved_config(workdir: pathlib.Path) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def config_differences(old: dict, config) -> list[str]:
+    """``key: old -> now`` lines between a saved config and ``config``; keys added to gan_jax
+    since count as their defaults, retired ones at their old behaviour as equal."""
+    return config_lib.diff(old, config_lib.to_dict(config),
+                           defaults=config_lib.to_dict(config_lib.defaults()))
+
+
 def check_workdir(workdir: pathlib.Path, config) -> int | None:
     """Refuses a workdir whose run had another config; a larger ``num_steps`` extends the
     run, unless a learning-rate schedule spans ``num_steps``. Returns the run's earlier
@@ -28,8 +35,7 @@ def check_workdir(workdir: pathlib.Path, config) -> int | None:
     old = saved_config(workdir)
     if old is None:
         return None
-    differences = config_lib.diff(old, config_lib.to_dict(config),
-                                  defaults=config_lib.to_dict(config_lib.defaults()))
+    differences = config_differences(old, config)
     extended = None
     if any(d.startswith("num_steps:") for d in differences) and config.num_steps > old[
             "num_steps"]:
