@@ -146,14 +146,17 @@ def test_a_missing_source_says_what_to_run(tmp_path, monkeypatch):
     msg = str(e.value)
     assert "`apt-get` is not installed" in msg and f"point {fmo.DEB_ENV} at" in msg
     assert "apt-get download dataset-fashion-mnist" in msg and "apt-get update" in msg
-    # apt without package lists (`apt-get update` never ran) says so.
-    apt = bin_dir / "apt-get"
-    apt.write_text("#!/bin/sh\necho 'E: Unable to locate package dataset-fashion-mnist' >&2\n"
-                   "exit 100\n")
+    # apt without package lists (`apt-get update` never ran): as root, the lists are
+    # updated once and the download tried again; when that fails too, it says so.
+    apt, calls = bin_dir / "apt-get", tmp_path / "apt-calls"
+    apt.write_text(f"#!/bin/sh\necho \"$1\" >> {calls}\n"
+                   "echo 'E: Unable to locate package dataset-fashion-mnist' >&2\nexit 100\n")
     apt.chmod(0o755)
     with pytest.raises(fmo.FashionMnistSourceError,
                        match=r"Unable to locate package(.|\n)*run `apt-get update` as root first"):
         fmo.deb_path()
+    expected = ["download", "update", "download"] if os.geteuid() == 0 else ["download"]
+    assert calls.read_text().split() == expected
     monkeypatch.setenv(fmo.DEB_ENV, str(tmp_path / "missing.deb"))
     with pytest.raises(fmo.FashionMnistSourceError, match="missing.deb does not exist"):
         fmo.deb_path()

@@ -38,6 +38,7 @@ def _source() -> offline.SourceFile:
     return offline.SourceFile(
         name=DEB_NAME, sha256=DEB_SHA256, env=DEB_ENV, error=FashionMnistSourceError,
         command=("apt-get", "download", f"{PACKAGE}={DEB_VERSION}"),
+        refresh=("Unable to locate package", ("apt-get", "update")),
         advice=(("Unable to locate package", "apt's package lists do not know it (empty or "
                  "stale lists): run `apt-get update` as root first."),
                 ("was not found", f"This system's archive has another version of {PACKAGE}.")),

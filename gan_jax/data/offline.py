@@ -31,6 +31,9 @@ class SourceFile:
     how_to_fix: str
     error: type = SourceError
     advice: tuple = ()  # (text in the command's output, what it means and what to run)
+    # (text in the command's output, a command that may cure it): run once, as root only,
+    # then the fetch is tried again (apt's package lists are empty on a fresh machine).
+    refresh: tuple = ()
 
     def check(self, path: pathlib.Path) -> pathlib.Path:
         digest = file_sha256(path)
@@ -60,6 +63,12 @@ class SourceFile:
         cmd = " ".join(self.command)
         try:
             proc = subprocess.run(self.command, cwd=tmp, capture_output=True, text=True)
+            if self.refresh and proc.returncode and self.refresh[0] in proc.stdout + proc.stderr \
+                    and os.geteuid() == 0:
+                print(f"gan_jax: running `{' '.join(self.refresh[1])}` once, then `{cmd}` again",
+                      file=sys.stderr, flush=True)
+                subprocess.run(self.refresh[1], capture_output=True, text=True)
+                proc = subprocess.run(self.command, cwd=tmp, capture_output=True, text=True)
         except FileNotFoundError:
             raise self.error(f"Cannot fetch {self.name}: `{self.command[0]}` is not installed "
                              f"here. {self.how_to_fix}") from None
