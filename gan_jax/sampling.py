@@ -5,15 +5,18 @@ import jax.numpy as jnp
 import numpy as np
 
 
-def generate(G, params, g_vars, z_BZ, *, batch_stats: bool = False):
-    """Images in [-1, 1], float32. BatchNorm uses the running statistics in ``g_vars``, or
-    with ``batch_stats=True`` the statistics of this batch: the EMA params never produced
-    the running statistics, so their samples are drawn with the batch's own statistics."""
+def generate(G, params, g_vars, z_BZ, y_B=None, *, batch_stats: bool = False):
+    """Images in [-1, 1], float32; ``y_B``: the classes asked for (a conditional G only).
+    BatchNorm uses the running statistics in ``g_vars``, or with ``batch_stats=True`` the
+    statistics of this batch: the EMA params never produced the running statistics, so their
+    samples are drawn with the batch's own statistics."""
     variables = {"params": params, **g_vars}
+    kw = {} if y_B is None else {"y": y_B}
     if batch_stats and "batch_stats" in g_vars:
-        x, _ = G.apply(variables, z_BZ, train=True, mutable=["batch_stats"])
+        # Updates of the running statistics (and any spectral-norm vectors) are dropped.
+        x, _ = G.apply(variables, z_BZ, train=True, mutable=list(g_vars), **kw)
     else:
-        x = G.apply(variables, z_BZ, train=False)
+        x = G.apply(variables, z_BZ, train=False, **kw)
     return x.astype(jnp.float32)
 
 
@@ -43,17 +46,27 @@ def latents(seed: int, num: int, z_dim: int):
     return jax.random.normal(jax.random.PRNGKey(seed), (num, z_dim), jnp.float32)
 
 
-def in_chunks(draw, z_BZ, chunk: int):
-    """Yields ``draw``'s images for ``z_BZ`` in order, ``chunk`` latents per call. Every call
-    gets exactly ``chunk`` latents, the last topped up with the first ones and cut back:
-    EMA draws of a BatchNorm generator use the batch's own statistics, and a small leftover
-    batch (1 image of 10,001) would be normalised by itself. It also keeps one shape to
-    compile. With batch statistics the images depend on ``chunk``; keep it fixed."""
+def in_chunks(draw, z_BZ, chunk: int, y_B=None):
+    """Yields ``draw``'s images for ``z_BZ`` (and classes ``y_B``: then ``draw(z, y)``) in
+    order, ``chunk`` latents per call. Every call gets exactly ``chunk`` latents, the last
+    topped up with the first ones and cut back: EMA draws of a BatchNorm generator use the
+    batch's own statistics, and a small leftover batch (1 image of 10,001) would be
+    normalised by itself. It also keeps one shape to compile. With batch statistics the
+    images depend on ``chunk``; keep it fixed."""
+    call = (lambda z, y: draw(z)) if y_B is None else draw
     n = len(z_BZ)
     if n <= chunk:
-        yield draw(z_BZ)
+        yield call(z_BZ, y_B)
         return
     for i in range(0, n, chunk):
         z = z_BZ[i:i + chunk]
         k = len(z)
-        yield draw(z if k == chunk else jnp.concatenate([z, z_BZ[:chunk - k]]))[:k]
+        pad = lambda a, full: a if k == chunk else jnp.concatenate([a, full[:chunk - k]])
+        y = None if y_B is None else pad(y_B[i:i + chunk], y_B)
+        yield call(pad(z, z_BZ), y)[:k]
+
+
+def balanced_labels(num: int, num_classes: int):
+    """Classes 0, 1, ..., C-1, 0, 1, ...: a class-balanced batch of ``num`` (the counts differ
+    by at most one), in an order that any prefix keeps balanced."""
+    return jnp.arange(num, dtype=jnp.int32) % num_classes

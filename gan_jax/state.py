@@ -9,8 +9,9 @@ import optax
 
 
 class GANState(flax.struct.PyTreeNode):
-    """Both players' params, their mutable collections (BatchNorm statistics), both Optax
-    states, the EMA of G's params, the step counter and the run's base RNG key.
+    """Both players' params, their mutable collections (BatchNorm statistics, spectral-norm
+    vectors), both Optax states, the EMA of G's params, the step counter and the run's base
+    RNG key.
 
     ``rng`` never changes: each step folds ``step`` into it, so step t draws the same
     numbers however the run was split into dispatches, restarts or devices.
@@ -18,7 +19,7 @@ class GANState(flax.struct.PyTreeNode):
     step: jax.Array
     rng: jax.Array
     g_params: Any
-    g_vars: Any  # Non-param collections of G, e.g. {"batch_stats": ...}; {} for the MLP.
+    g_vars: Any  # Non-param collections, e.g. {"batch_stats": ...}; {} for the MLP.
     g_opt_state: Any
     d_params: Any
     d_vars: Any
@@ -39,9 +40,11 @@ def create(rng, G, D, *, g_tx, d_tx, image_shape) -> GANState:
     optimizers. Pure: ``jax.jit(create, static_argnums=(1, 2), static_argnames=...)`` works."""
     g_key, d_key, run_key = jax.random.split(rng, 3)
     # Two examples, so BatchNorm sees a batch with a defined variance.
-    g_params, g_vars = _split(G.init(g_key, jnp.zeros((2, G.z_dim), jnp.float32), train=False))
+    y = lambda m: {"y": jnp.zeros((2,), jnp.int32)} if getattr(m, "num_classes", 0) else {}
+    g_params, g_vars = _split(G.init(g_key, jnp.zeros((2, G.z_dim), jnp.float32), train=False,
+                                     **y(G)))
     d_params, d_vars = _split(D.init(d_key, jnp.zeros((2, *image_shape), jnp.float32),
-                                     train=False))
+                                     train=False, **y(D)))
     return GANState(
         step=jnp.zeros((), jnp.int32), rng=run_key,
         g_params=g_params, g_vars=g_vars, g_opt_state=g_tx.init(g_params),

@@ -5,6 +5,10 @@ Nothing here does I/O or holds state; wrap the result in ``jax.jit(step, donate_
 (uint8 in [0, 255] or float in [-1, 1]), as an array or as a dict {"image", "label"};
 D update i uses rows i, i + n_dis, ... so a batch split across devices along its first axis
 splits every D update evenly too.
+
+Class-conditional G and D (``num_classes > 0``) get ``y=``: D the real labels with the real
+images; G, and D on G's images, classes drawn per step like the latents (uniform, or with
+``class_probs``).
 """
 import functools
 from collections.abc import Mapping
@@ -67,22 +71,53 @@ def _on_axis(fn, axis_name):
     return functools.partial(fn, axis_name=axis_name)
 
 
+def _y(labels) -> dict:
+    """The keyword that passes classes to a conditional model (none to another)."""
+    return {} if labels is None else {"y": labels}
+
+
+def fake_labels(key, n: int, num_classes: int, class_probs=None, axis_name=None,
+                sharding=None):
+    """Classes for a fake batch of ``n``: uniform over ``num_classes``, or drawn with
+    ``class_probs`` (e.g. the training data's frequencies); ``axis_name`` and ``sharding``
+    as for the latents (``_normal``). None for an unconditional G."""
+    if not num_classes:
+        return None
+    if class_probs is None:
+        sample = lambda k, shape: jax.random.randint(k, shape, 0, num_classes)
+    else:
+        logits = jnp.log(jnp.asarray(class_probs, jnp.float32))
+        sample = lambda k, shape: jax.random.categorical(k, logits, shape=shape)
+    y = per_example(sample, key, (n,), axis_name=axis_name).astype(jnp.int32)
+    return y if sharding is None else jax.lax.with_sharding_constraint(y, sharding)
+
+
+def _latents(key, n, G, class_probs, axis_name, sharding):
+    """G's inputs for a fake batch: (z, classes or None), both from ``key``."""
+    z = _normal(key, (n, G.z_dim), axis_name, sharding)
+    y = fake_labels(jax.random.fold_in(key, 1), n, getattr(G, "num_classes", 0), class_probs,
+                    axis_name, sharding)
+    return z, y
+
+
 def _pmean(tree, axis_name):
     return tree if axis_name is None else jax.lax.pmean(tree, axis_name)
 
 
 def d_update(state: GANState, real_BHWC, key, *, G, D, loss, d_penalty=None, augment=None,
-             axis_name=None, fake=None, z_sharding=None):
+             axis_name=None, fake=None, z_sharding=None, labels=None, fake_y=None,
+             class_probs=None):
     """One optimizer step of D on a real batch and a fresh fake batch of the same size.
     ``augment(x, key)`` (e.g. DiffAugment) is applied to real and fake before D; under
     ``pmap`` pass the ``axis_name`` so gradients and metrics are averaged over devices.
-    ``fake``: a batch G already drew (then ``state.g_vars`` must already hold its update).
-    ``z_sharding``: see ``_normal``."""
+    ``fake``: a batch G already drew, of classes ``fake_y`` (then ``state.g_vars`` must
+    already hold its update). ``z_sharding``: see ``_normal``. ``labels``: the real
+    images' classes, for a conditional D; the penalty's D sees them too."""
     z_key, pen_key, aug_key = jax.random.split(key, 3)
     augment, d_penalty = _on_axis(augment, axis_name), _on_axis(d_penalty, axis_name)
     if fake is None:
-        z = _normal(z_key, (real_BHWC.shape[0], G.z_dim), axis_name, z_sharding)
-        fake, g_vars = apply_model(G, state.g_params, state.g_vars, z, train=True)
+        z, fake_y = _latents(z_key, real_BHWC.shape[0], G, class_probs, axis_name, z_sharding)
+        fake, g_vars = apply_model(G, state.g_params, state.g_vars, z, train=True, **_y(fake_y))
     else:
         g_vars = state.g_vars
     fake = jax.lax.stop_gradient(fake)
@@ -91,8 +126,9 @@ def d_update(state: GANState, real_BHWC, key, *, G, D, loss, d_penalty=None, aug
         real_BHWC, fake = augment(real_BHWC, real_key), augment(fake, fake_key)
 
     def loss_fn(d_params):
-        real_logits, d_vars = apply_model(D, d_params, state.d_vars, real_BHWC, train=True)
-        fake_logits, d_vars = apply_model(D, d_params, d_vars, fake, train=True)
+        real_logits, d_vars = apply_model(D, d_params, state.d_vars, real_BHWC, train=True,
+                                          **_y(labels))
+        fake_logits, d_vars = apply_model(D, d_params, d_vars, fake, train=True, **_y(fake_y))
         value = loss.d(real_logits, fake_logits)
         aux = {"d_adv_loss": value, "d_real": _mean_prob(real_logits),
                "d_fake": _mean_prob(fake_logits),
@@ -100,7 +136,7 @@ def d_update(state: GANState, real_BHWC, key, *, G, D, loss, d_penalty=None, aug
                "fake_logit": jnp.mean(fake_logits.astype(jnp.float32))}
         if d_penalty is not None:
             # D's statistics updates from the penalty's extra passes are dropped on purpose.
-            d_fn = lambda x: apply_model(D, d_params, d_vars, x, train=True)[0]
+            d_fn = lambda x: apply_model(D, d_params, d_vars, x, train=True, **_y(labels))[0]
             pen = d_penalty(d_fn, real_BHWC, fake, pen_key)
             aux["d_penalty"] = pen
             value = value + pen
@@ -116,17 +152,18 @@ def d_update(state: GANState, real_BHWC, key, *, G, D, loss, d_penalty=None, aug
 
 
 def g_update(state: GANState, batch_size: int, key, *, G, D, loss, augment=None,
-             axis_name=None, z_sharding=None):
-    """One optimizer step of G on a fresh latent batch, against the current D."""
+             axis_name=None, z_sharding=None, class_probs=None):
+    """One optimizer step of G on a fresh latent batch (and classes), against the current D."""
     z_key, aug_key = jax.random.split(key)
     augment = _on_axis(augment, axis_name)
-    z = _normal(z_key, (batch_size, G.z_dim), axis_name, z_sharding)
+    z, y = _latents(z_key, batch_size, G, class_probs, axis_name, z_sharding)
 
     def loss_fn(g_params):
-        fake, g_vars = apply_model(G, g_params, state.g_vars, z, train=True)
+        fake, g_vars = apply_model(G, g_params, state.g_vars, z, train=True, **_y(y))
         if augment is not None:  # Differentiable, so G learns through the augmentation.
             fake = augment(fake, aug_key)
-        fake_logits, d_vars = apply_model(D, state.d_params, state.d_vars, fake, train=True)
+        fake_logits, d_vars = apply_model(D, state.d_params, state.d_vars, fake, train=True,
+                                          **_y(y))
         return loss.g(fake_logits), (g_vars, d_vars)
 
     (value, (g_vars, d_vars)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.g_params)
@@ -134,7 +171,7 @@ def g_update(state: GANState, batch_size: int, key, *, G, D, loss, augment=None,
 
 
 def g_update_from_fake(state: GANState, fake, g_vjp, key, *, D, loss, augment=None,
-                       axis_name=None):
+                       axis_name=None, fake_y=None):
     """G's step through a forward it already ran: D scores ``fake`` and the gradient goes
     back through ``g_vjp`` (from ``jax.vjp`` of G's forward), so G runs forward once per
     step, as PyTorch code that reuses the fake batch does."""
@@ -144,7 +181,8 @@ def g_update_from_fake(state: GANState, fake, g_vjp, key, *, D, loss, augment=No
     def loss_of_fake(x):
         if augment is not None:
             x = augment(x, aug_key)
-        fake_logits, d_vars = apply_model(D, state.d_params, state.d_vars, x, train=True)
+        fake_logits, d_vars = apply_model(D, state.d_params, state.d_vars, x, train=True,
+                                          **_y(fake_y))
         return loss.g(fake_logits), d_vars
 
     (value, d_vars), d_fake = jax.value_and_grad(loss_of_fake, has_aux=True)(fake)
@@ -170,7 +208,7 @@ def ema_update(ema, params, step, decay: float, start: int = 0):
 def make_train_step(G, D, *, loss="non_saturating", n_dis: int = 1, ema_decay: float = 0.999,
                     ema_start: int = 0, d_penalty: Callable | None = None,
                     augment: Callable | None = None, share_fake: bool = False,
-                    axis_name: str | None = None, batch_sharding=None):
+                    axis_name: str | None = None, batch_sharding=None, class_probs=None):
     """Returns ``train_step(state, batch) -> (state, metrics)``: n_dis D updates, one G update,
     the EMA update, ``step += 1``. ``loss`` is a name or a ``losses.AdversarialLoss``;
     ``d_penalty(d_fn, real, fake, key) -> scalar`` is added to D's loss
@@ -189,19 +227,29 @@ def make_train_step(G, D, *, loss="non_saturating", n_dis: int = 1, ema_decay: f
 
     ``batch_sharding`` (for ``jax.jit`` over a mesh, e.g. ``parallel.batch_sharded(mesh)``):
     latent batches are laid out like the real one, so the devices split G's work as they
-    split D's; without it XLA may run G on the whole batch on every device."""
+    split D's; without it XLA may run G on the whole batch on every device.
+
+    Conditional G and D (``num_classes > 0``) need batches with labels; G's classes are
+    uniform, or drawn with ``class_probs`` (a [num_classes] vector of frequencies)."""
     if n_dis < 1:
         raise ValueError(f"n_dis must be >= 1, got {n_dis}.")
     if share_fake and n_dis != 1:
         raise ValueError(f"share_fake reuses D's one fake batch for G, so it needs n_dis=1 "
                          f"(got {n_dis}).")
     loss = losses_lib.get(loss)
+    conditional = getattr(G, "num_classes", 0) > 0
     d_step = functools.partial(d_update, G=G, D=D, loss=loss, d_penalty=d_penalty,
-                               augment=augment, axis_name=axis_name, z_sharding=batch_sharding)
+                               augment=augment, axis_name=axis_name, z_sharding=batch_sharding,
+                               class_probs=class_probs)
     g_kw = dict(D=D, loss=loss, augment=augment, axis_name=axis_name)
 
     def train_step(state: GANState, batch) -> tuple[GANState, Metrics]:
-        images, _ = images_and_labels(batch)  # G and D here are unconditional: no labels.
+        images, labels = images_and_labels(batch)
+        if not conditional:
+            labels = None  # Unread, so XLA drops the labels' gather.
+        elif labels is None:
+            raise ValueError("A conditional G and D need labels: pass batches as a dict "
+                             "{'image': ..., 'label': ...}.")
         if images.shape[0] % n_dis:
             raise ValueError(f"The batch has {images.shape[0]} images, which n_dis={n_dis} D "
                              "updates cannot share evenly; pass n_dis * batch_size images.")
@@ -212,22 +260,25 @@ def make_train_step(G, D, *, loss="non_saturating", n_dis: int = 1, ema_decay: f
         g_key = jax.random.fold_in(key, 1)
         if share_fake:
             # The z that d_update would draw from this key, drawn here so G can reuse it.
-            z = _normal(jax.random.split(d_keys[0], 3)[0], (b, G.z_dim), axis_name,
-                        batch_sharding)
-            forward = lambda p: apply_model(G, p, state.g_vars, z, train=True)
+            z, y = _latents(jax.random.split(d_keys[0], 3)[0], b, G, class_probs, axis_name,
+                            batch_sharding)
+            forward = lambda p: apply_model(G, p, state.g_vars, z, train=True, **_y(y))
             fake, g_vjp, g_vars = jax.vjp(forward, state.g_params, has_aux=True)
-            state, d_metrics = d_step(state.replace(g_vars=g_vars), real, d_keys[0], fake=fake)
-            state, g_metrics = g_update_from_fake(state, fake, g_vjp, g_key, **g_kw)
+            state, d_metrics = d_step(state.replace(g_vars=g_vars), real, d_keys[0], fake=fake,
+                                      fake_y=y, labels=labels)
+            state, g_metrics = g_update_from_fake(state, fake, g_vjp, g_key, fake_y=y, **g_kw)
         else:
             if n_dis == 1:
-                state, d_metrics = d_step(state, real, d_keys[0])
+                state, d_metrics = d_step(state, real, d_keys[0], labels=labels)
             else:
-                reals = jnp.swapaxes(real.reshape(b, n_dis, *real.shape[1:]), 0, 1)
+                split = lambda a: jnp.swapaxes(a.reshape(b, n_dis, *a.shape[1:]), 0, 1)
+                xs = (split(real), d_keys, None if labels is None else split(labels))
                 # Packed as the K-step loop's are: one metrics write per D update, not one each.
-                state, d_metrics = _scan(lambda s, xk: d_step(s, *xk), state, (reals, d_keys),
-                                         n_dis, None)
+                state, d_metrics = _scan(
+                    lambda s, xk: d_step(s, xk[0], xk[1], labels=xk[2]), state, xs, n_dis, None)
                 d_metrics = jax.tree.map(jnp.mean, d_metrics)
-            state, g_metrics = g_update(state, b, g_key, G=G, z_sharding=batch_sharding, **g_kw)
+            state, g_metrics = g_update(state, b, g_key, G=G, z_sharding=batch_sharding,
+                                        class_probs=class_probs, **g_kw)
         ema = ema_update(state.ema_params, state.g_params, state.step, ema_decay, ema_start)
         metrics = {**d_metrics, **g_metrics, "g_param_norm": optax.tree.norm(state.g_params),
                    "d_param_norm": optax.tree.norm(state.d_params)}

@@ -151,6 +151,13 @@ def image_shape(name: str, data_dir: str | None = None, image_key: str = "image"
     return shape
 
 
+def num_classes(name: str, data_dir: str | None = None, label_key: str = "label") -> int | None:
+    """The classes of ``label_key`` in the dataset's metadata; None without such labels."""
+    data_dir = resolve_data_dir(data_dir)
+    features = prepared_builder(resolve(name, data_dir), data_dir).info.features
+    return getattr(features[label_key], "num_classes", None) if label_key in features else None
+
+
 def load(name: str, split: str = "train", data_dir: str | None = None,
          image_key: str = "image", label_key: str | None = "label",
          resolution: int | None = None, max_examples: int | None = None) -> ImageData:

@@ -7,6 +7,10 @@ tanh at the end. D mirrors it: stride-2 4x4 convolutions with LeakyReLU(0.2), Ba
 on all but the first, then a dense layer to one logit. At 64x64 with width 64 this is
 exactly the paper's (and the PyTorch example's) 512-256-128-64 generator; like that example
 the layers have no biases (BatchNorm's shift takes their place).
+
+``num_classes > 0`` makes both class-conditional: G's BatchNorms take their scale and shift
+from the class (conditional BatchNorm), and D adds a projection of the class embedding
+onto its last features (Miyato and Koyama 2018).
 """
 from typing import Any
 
@@ -14,7 +18,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from gan_jax.models.layers import UpConv
+from gan_jax.models.layers import ConditionalBatchNorm, ProjectionHead, UpConv
 
 # N(0, 0.02) weights and N(1, 0.02) BatchNorm scales, as in the paper.
 _W_INIT = nn.initializers.normal(0.02)
@@ -53,14 +57,20 @@ class Generator(nn.Module):
     z_dim: int = 100
     width: int = 64
     channels: int = 3
+    num_classes: int = 0  # > 0: conditional BatchNorm on the class ``y``.
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
     axis_name: str | None = None  # Set to the pmap axis to synchronise BatchNorm.
 
     @nn.compact
-    def __call__(self, z_BZ, train: bool = True):
+    def __call__(self, z_BZ, y=None, train: bool = True):
         base, n = _layout(self.resolution)
-        norm = lambda: _Norm(self.dtype, self.param_dtype, self.axis_name)
+        if self.num_classes:
+            norm = lambda: lambda h, train: ConditionalBatchNorm(
+                self.num_classes, scale_init=_bn_scale_init, dtype=self.dtype,
+                param_dtype=self.param_dtype, axis_name=self.axis_name)(h, y, train)
+        else:
+            norm = lambda: _Norm(self.dtype, self.param_dtype, self.axis_name)
         c = self.width * 2 ** (n - 1)
         h = nn.Dense(base * base * c, use_bias=False, dtype=self.dtype,
                      param_dtype=self.param_dtype, kernel_init=_W_INIT)(z_BZ)
@@ -76,12 +86,13 @@ class Generator(nn.Module):
 class Discriminator(nn.Module):
     resolution: int = 64
     width: int = 64
+    num_classes: int = 0  # > 0: a projection discriminator on the class ``y``.
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
     axis_name: str | None = None
 
     @nn.compact
-    def __call__(self, x_BHWC, train: bool = True):
+    def __call__(self, x_BHWC, y=None, train: bool = True):
         _, n = _layout(self.resolution)
         if x_BHWC.shape[1:3] != (self.resolution, self.resolution):
             raise ValueError(f"Discriminator(resolution={self.resolution}) got images of "
@@ -96,5 +107,8 @@ class Discriminator(nn.Module):
                 h = _Norm(self.dtype, self.param_dtype, self.axis_name)(h, train)
             h = nn.leaky_relu(h, negative_slope=0.2)
         h = h.reshape((h.shape[0], -1))
+        if self.num_classes:
+            return ProjectionHead(self.num_classes, kernel_init=_W_INIT, use_bias=False,
+                                  dtype=self.dtype, param_dtype=self.param_dtype)(h, y, train)
         return nn.Dense(1, use_bias=False, dtype=self.dtype, param_dtype=self.param_dtype,
                         kernel_init=_W_INIT)(h)[:, 0]

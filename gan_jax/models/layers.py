@@ -67,3 +67,70 @@ class UpConv(nn.Module):
         kernel = self.param("kernel", self.kernel_init, (4, 4, x_BHWC.shape[-1], self.features),
                             self.param_dtype)
         return upsample_conv_transpose(x_BHWC.astype(self.dtype), kernel.astype(self.dtype))
+
+
+SPECTRAL = "spectral"  # The collection of the spectral-norm power-iteration vectors.
+
+
+def spectral(layer: nn.Module, enabled: bool = True):
+    """``layer`` with its weights divided by their largest singular value (Miyato et al.
+    2018) by ``flax.linen.SpectralNorm``, one power iteration per call, its vectors in the
+    ``"spectral"`` collection; call the result with ``update_stats=train``. ``enabled=False``
+    returns a call of the plain layer, so one model code serves both."""
+    if enabled:
+        return nn.SpectralNorm(layer, n_steps=1, collection_name=SPECTRAL)
+    return lambda *args, update_stats: layer(*args)
+
+
+class ConditionalBatchNorm(nn.Module):
+    """BatchNorm whose scale and shift are looked up per example from its class (de Vries
+    et al. 2017; the SNGAN generators' conditioning). Unconditional (``num_classes=0``):
+    plain BatchNorm with learned scale and shift. PyTorch's momentum, float32 statistics."""
+    num_classes: int = 0
+    momentum: float = 0.9
+    epsilon: float = 1e-5
+    scale_init: Any = nn.initializers.ones
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+    axis_name: str | None = None
+
+    @nn.compact
+    def __call__(self, x, y, train: bool):
+        c = x.shape[-1]
+        cond = self.num_classes > 0
+        h = nn.BatchNorm(use_running_average=not train, momentum=self.momentum,
+                         epsilon=self.epsilon, use_scale=not cond, use_bias=not cond,
+                         scale_init=self.scale_init, dtype=self.dtype,
+                         param_dtype=self.param_dtype, axis_name=self.axis_name,
+                         name="BatchNorm_0")(x)
+        if not cond:
+            return h
+        embed = lambda name, init: nn.Embed(self.num_classes, c, embedding_init=init,
+                                            param_dtype=self.param_dtype, name=name)
+        gamma = embed("scale", self.scale_init)(y)
+        beta = embed("bias", nn.initializers.zeros)(y)
+        shape = (x.shape[0],) + (1,) * (x.ndim - 2) + (c,)
+        return h * gamma.reshape(shape).astype(h.dtype) + beta.reshape(shape).astype(h.dtype)
+
+
+class ProjectionHead(nn.Module):
+    """D's last layer: a logit from features ``h_BC``, plus, for a conditional D, the
+    projection ``<embed(y), h>`` of Miyato and Koyama 2018. Returns logits ``[B]``."""
+    num_classes: int = 0
+    spectral_norm: bool = False
+    kernel_init: Any = nn.initializers.lecun_normal()
+    use_bias: bool = True
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, h_BC, y_B, train: bool):
+        dense = nn.Dense(1, use_bias=self.use_bias, kernel_init=self.kernel_init,
+                         dtype=self.dtype, param_dtype=self.param_dtype, name="Dense_0")
+        out = spectral(dense, self.spectral_norm)(h_BC, update_stats=train)[:, 0]
+        if self.num_classes <= 0:
+            return out
+        embed = nn.Embed(self.num_classes, h_BC.shape[-1], embedding_init=self.kernel_init,
+                         param_dtype=self.param_dtype, name="Embed_0")
+        e = spectral(embed, self.spectral_norm)(y_B, update_stats=train)
+        return out + jnp.sum(e.astype(jnp.float32) * h_BC.astype(jnp.float32), axis=-1)

@@ -21,8 +21,8 @@ class Generator(nn.Module):
     param_dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, z_BZ, train: bool = True):
-        del train  # No batch-dependent layers.
+    def __call__(self, z_BZ, y=None, train: bool = True):
+        del y, train  # Unconditional; no batch-dependent layers.
         dense = lambda n: nn.Dense(n, dtype=self.dtype, param_dtype=self.param_dtype,
                                    kernel_init=_KERAS_INIT)
         h = nn.leaky_relu(dense(self.hidden)(z_BZ), negative_slope=0.01)
@@ -36,8 +36,8 @@ class Discriminator(nn.Module):
     param_dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x_BHWC, train: bool = True):
-        del train
+    def __call__(self, x_BHWC, y=None, train: bool = True):
+        del y, train
         dense = lambda n: nn.Dense(n, dtype=self.dtype, param_dtype=self.param_dtype,
                                    kernel_init=_KERAS_INIT)
         h = x_BHWC.reshape((x_BHWC.shape[0], -1)).astype(self.dtype)

@@ -27,7 +27,11 @@ def defaults() -> ml_collections.ConfigDict:
                      max_examples=0,  # 0: all (device pipeline only).
                      pipeline="device",  # device: held on the accelerator; streaming: grain.
                      augment="")  # DiffAugment ops for D's inputs, e.g. "color,translation,cutout".
-    c.model = dict(name="mlp", z_dim=100, g_width=256, d_width=128)
+    # name: mlp | dcgan | resnet (SNGAN's). conditional: G and D take the dataset's classes
+    # (conditional BatchNorm, projection D); fake_labels: G's classes are drawn "uniform"
+    # or with the training data's class frequencies ("data"). spectral_norm: D's (resnet).
+    c.model = dict(name="mlp", z_dim=100, g_width=256, d_width=128, conditional=False,
+                   fake_labels="uniform", spectral_norm=False)
     c.loss = "non_saturating"  # minimax | non_saturating | hinge | wasserstein | least_squares
     c.n_dis = 1
     c.share_fake = False  # G's update reuses D's fake batch (and G's forward), as PyTorch's DCGAN.
@@ -110,6 +114,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
                               f"steps_per_dispatch ({full.steps_per_dispatch}).")
     for key, value, allowed in (("dataset.pipeline", full.dataset.pipeline, ("device", "streaming")),
                                 ("parallel.mode", full.parallel.mode, ("jit", "pmap")),
+                                ("model.fake_labels", full.model.fake_labels, ("uniform", "data")),
                                 ("optimizer.g.decay", full.optimizer.g.decay, ("none", "linear")),
                                 ("optimizer.d.decay", full.optimizer.d.decay, ("none", "linear")),
                                 ("wandb.mode", full.wandb.mode, ("", "online", "offline"))):

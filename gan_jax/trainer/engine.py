@@ -38,8 +38,10 @@ def make_optimizer(cfg, num_updates: int) -> optax.GradientTransformation:
     raise ConfigError(f"optimizer name must be adam, adamw, rmsprop or sgd, got {cfg.name!r}.")
 
 
-def make_step(config, G, D, *, axis_name: str | None = None, batch_sharding=None):
-    """The pure ``(state, batch) -> (state, metrics)`` step that ``config`` describes."""
+def make_step(config, G, D, *, axis_name: str | None = None, batch_sharding=None,
+              class_probs=None):
+    """The pure ``(state, batch) -> (state, metrics)`` step that ``config`` describes;
+    ``class_probs``: the frequencies G's classes are drawn with (None: uniform)."""
     penalties = [losses.penalty(k, w) for k, w in (("gp", config.gp_weight),
                                                     ("r1", config.r1_weight)) if w]
     d_penalty = None
@@ -53,7 +55,7 @@ def make_step(config, G, D, *, axis_name: str | None = None, batch_sharding=None
                                  ema_decay=config.ema.decay, ema_start=config.ema.start,
                                  d_penalty=d_penalty, augment=augment,
                                  share_fake=config.share_fake, axis_name=axis_name,
-                                 batch_sharding=batch_sharding)
+                                 batch_sharding=batch_sharding, class_probs=class_probs)
 
 
 def make_create(config, G, D, image_shape):
@@ -76,7 +78,8 @@ class Engine:
     device pipeline (uint8 images, or a dict {"image", "label"} of arrays), with
     ``num_classes`` from its metadata (the streaming pipeline reads its own); ``mesh``: the
     ("data",) mesh to run on (default: ``config.parallel.num_devices`` of this process's
-    devices)."""
+    devices); ``class_probs``: the class frequencies a conditional G's classes are drawn
+    with (None: uniform)."""
 
     # How the K-step program is built. The benchmark's ablations change these in a subclass
     # (gan_jax.perf); the trainer keeps them.
@@ -85,8 +88,9 @@ class Engine:
     data_order = "shuffled"  # Of device-resident data (data.device.ORDERS).
 
     def __init__(self, config, *, G, D, image_shape, init_key, data_key, data=None,
-                 num_classes: int | None = None, mesh=None):
+                 num_classes: int | None = None, mesh=None, class_probs=None):
         self.config = config
+        self.class_probs = class_probs
         self.k = config.steps_per_dispatch
         self.rows = config.n_dis * config.batch_size
         self.pmap = config.parallel.mode == "pmap"
@@ -129,9 +133,11 @@ class Engine:
     def make_step(self, G, D):
         """The config's train step, laid out for this engine's devices."""
         if self.pmap:
-            return make_step(self.config, G, D, axis_name=parallel.AXIS)
+            return make_step(self.config, G, D, axis_name=parallel.AXIS,
+                             class_probs=self.class_probs)
         # Latent batches split over the devices like the real ones.
-        return make_step(self.config, G, D, batch_sharding=parallel.batch_sharded(self.mesh))
+        return make_step(self.config, G, D, batch_sharding=parallel.batch_sharded(self.mesh),
+                         class_probs=self.class_probs)
 
     # -- state ---------------------------------------------------------------------------
     def abstract_state(self):

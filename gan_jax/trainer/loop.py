@@ -9,6 +9,7 @@ import time
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 import gan_jax
 from gan_jax import models, parallel, sampling
@@ -69,10 +70,12 @@ def train_and_evaluate(config, workdir, *, writers=()) -> dict:
     check_directory(workdir)  # A file, or read-only: refused before the data and the compile.
     data, image_shape, num_classes = _load_data(config)
     G, D = models.build(config.model, image_shape, config.dtype,
-                        axis_name=parallel.AXIS if config.parallel.mode == "pmap" else None)
+                        axis_name=parallel.AXIS if config.parallel.mode == "pmap" else None,
+                        num_classes=num_classes)
     init_key, data_key, sample_key = jax.random.split(jax.random.PRNGKey(config.seed), 3)
     engine = Engine(config, G=G, D=D, image_shape=image_shape, init_key=init_key,
-                    data_key=data_key, data=data, num_classes=num_classes)
+                    data_key=data_key, data=data, num_classes=num_classes,
+                    class_probs=_class_probs(config, data, num_classes))
     ck = config.checkpoint
     ckpt = Checkpointer(workdir / "checkpoints", keep=ck.keep, best_metric=ck.best_metric,
                         best_mode=ck.best_mode, async_save=ck.async_save)
@@ -197,13 +200,26 @@ def _load_data(config):
     if ds.pipeline == "streaming":
         shape = sources.image_shape(ds.name, ds.data_dir or None, ds.image_key,
                                     ds.resolution or None)
-        return None, shape, None  # The pipeline reads the labels and their metadata.
+        classes = (sources.num_classes(ds.name, ds.data_dir or None, ds.label_key)
+                   if ds.label_key else None)
+        return None, shape, classes  # The pipeline reads the labels.
     d = sources.load(ds.name, ds.split, ds.data_dir or None, image_key=ds.image_key,
                      label_key=ds.label_key or None, resolution=ds.resolution or None,
                      max_examples=ds.max_examples or None)
     if d.labels is None:
         return d.images, d.image_shape, None
     return {"image": d.images, "label": d.labels.astype("int32")}, d.image_shape, d.num_classes
+
+
+def _class_probs(config, data, num_classes):
+    """The class frequencies of the training data, when G's classes are drawn with them."""
+    if not (config.model.conditional and config.model.fake_labels == "data"):
+        return None
+    if not isinstance(data, dict):
+        raise ConfigError("model.fake_labels='data' counts the labels of device-resident data; "
+                          "use dataset.pipeline='device' or model.fake_labels='uniform'.")
+    counts = np.bincount(data["label"], minlength=num_classes).astype(np.float64)
+    return (counts / counts.sum()).astype(np.float32)
 
 
 def _resume(ckpt, engine):

@@ -105,8 +105,10 @@ def _shape_changes(workdir: pathlib.Path, config) -> str:
     try:
         if ckpt.latest_step() is None:
             return ""
-        shape = tuple(ckpt.run_info()["image_shape"])
-        G, D = models.build(config.model, shape, config.dtype)
+        info = ckpt.run_info()
+        shape = tuple(info["image_shape"])
+        G, D = models.build(config.model, shape, config.dtype,
+                            num_classes=info.get("num_classes"))
         ckpt.check_compatible(jax.eval_shape(make_create(config, G, D, shape),
                                              jax.random.PRNGKey(0)))
         return ""
@@ -118,8 +120,9 @@ def _shape_changes(workdir: pathlib.Path, config) -> str:
 
 def load_generator(workdir, *, step: int | None = None, ema: bool = True):
     """Reads G's part of a run's checkpoint (D and the optimizer states are never built).
-    Returns (draw, z_dim, step, run_info): ``draw(z_BZ)`` is a jitted function giving float32
-    images in [-1, 1], NHWC."""
+    Returns (draw, z_dim, step, run_info): ``draw(z_BZ, y_B=None)`` is a jitted function
+    giving float32 images in [-1, 1], NHWC (``y_B``: the classes, for a conditional G);
+    ``run_info["conditional_classes"]`` is G's number of classes (0: unconditional)."""
     directory = pathlib.Path(workdir) / "checkpoints"
     ckpt = Checkpointer(directory, read_only=True)
     try:
@@ -134,9 +137,12 @@ def load_generator(workdir, *, step: int | None = None, ema: bool = True):
     finally:
         ckpt.close()
     config = ml_collections.ConfigDict(info["config"])
-    G, _ = models.build(config.model, tuple(info["image_shape"]), config.dtype)
+    G, _ = models.build(config.model, tuple(info["image_shape"]), config.dtype,
+                        num_classes=info.get("num_classes"))
+    classes = models.num_classes(G)
+    y = {"y": jnp.zeros((2,), jnp.int32)} if classes else {}
     expected = jax.eval_shape(lambda: G.init(jax.random.PRNGKey(0),
-                                             jnp.zeros((2, G.z_dim)), train=False))
+                                             jnp.zeros((2, G.z_dim)), train=False, **y))
     saved = {"params": g["params"], **(g.get("vars") or {})}
     problems = shape_mismatches(leaf_specs(saved), leaf_specs(expected))
     if problems:
@@ -145,8 +151,9 @@ def load_generator(workdir, *, step: int | None = None, ema: bool = True):
                               + "\n  ".join(problems[:20]))
     params = g["ema_params"] if ema else g["params"]
     g_vars = g.get("vars") or {}
-    draw = jax.jit(lambda z: sampling.generate(G, params, g_vars, z, batch_stats=ema))
-    return draw, G.z_dim, step, info
+    draw = jax.jit(lambda z, y=None: sampling.generate(G, params, g_vars, z, y,
+                                                        batch_stats=ema))
+    return draw, G.z_dim, step, {**info, "conditional_classes": classes}
 
 
 def sample(workdir, num: int = 64, *, step: int | None = None, ema: bool = True,
