@@ -70,3 +70,29 @@ def balanced_labels(num: int, num_classes: int):
     """Classes 0, 1, ..., C-1, 0, 1, ...: a class-balanced batch of ``num`` (the counts differ
     by at most one), in an order that any prefix keeps balanced."""
     return jnp.arange(num, dtype=jnp.int32) % num_classes
+
+
+def class_rows(z_KZ, num_classes: int):
+    """(z, y) of a grid with one class per row: row k is class k, and column j draws z_j in
+    every row, so that a column shows one latent's style across the classes. ``C * K``
+    of each: the ``K`` latents tiled, the classes 0, ..., 0, 1, ..., C-1."""
+    z = jnp.tile(z_KZ, (num_classes, 1))
+    return z, jnp.repeat(jnp.arange(num_classes, dtype=jnp.int32), len(z_KZ))
+
+
+def grid_latents(key, num: int, z_dim: int, num_classes: int = 0):
+    """(z, y) of a sample grid of about ``num`` images. Unconditional (``num_classes`` 0):
+    ``num`` latents of ``key``, and y None. Conditional: ``class_rows`` of max(1, num // C)
+    latents of ``key``, so ``num`` is rounded down to whole rows, but at least one column."""
+    if not num_classes:
+        return jax.random.normal(key, (num, z_dim), jnp.float32), None
+    return class_rows(jax.random.normal(key, (max(1, num // num_classes), z_dim), jnp.float32),
+                      num_classes)
+
+
+def class_grid(images_BHWC: np.ndarray, y_B=None) -> np.ndarray:
+    """``grid`` of ``class_rows``' images, one row per class; without ``y_B``, ``grid``'s
+    square layout."""
+    if y_B is None:
+        return grid(images_BHWC)
+    return grid(images_BHWC, cols=len(images_BHWC) // len(np.unique(np.asarray(y_B))))

@@ -1,7 +1,8 @@
 """Evaluating a generator: one pass over its samples computes the features every requested
 metric needs; the results come with the provenance that makes them comparable.
 
-``evaluate_generator`` is what a training loop calls (any ``draw(z) -> images``); the
+``evaluate_generator`` is what a training loop calls (any ``draw(z) -> images``, or
+``draw(z, y)`` for a conditional generator, whose samples are then class-balanced); the
 trainer's ``evaluate_checkpoint`` (``gan_jax.trainer.evaluation``) scores a run's checkpoint.
 """
 import time
@@ -11,11 +12,12 @@ import jax.numpy as jnp
 
 import gan_jax
 from gan_jax import sampling
+from gan_jax.eval import conditional
 from gan_jax.eval import features as features_lib
 from gan_jax.eval import metrics as M
 from gan_jax.eval import reference as reference_lib
 
-METRICS = ("fid", "kid", "is", "pr", "dc")
+METRICS = ("fid", "kid", "is", "pr", "dc", *conditional.METRICS)
 DRAW_CHUNK = 1000  # Latents per generator call, as gan_jax.trainer.workdir.sample draws them.
 
 
@@ -33,7 +35,9 @@ def check_counts(metrics, num: int, ref_n: int | None, *, kid_subset_size: int,
                  is_splits: int, knn_num: int) -> None:
     """Fails before any image is drawn when a metric cannot be computed from these counts
     (``ref_n`` None: the reference is not known yet)."""
-    need = {"fid": 2, "kid": kid_subset_size, "is": is_splits, "pr": 4, "dc": 6}
+    # intra_fid's per-class needs are conditional.check's: they depend on the classes.
+    need = {"fid": 2, "kid": kid_subset_size, "is": is_splits, "pr": 4, "dc": 6,
+            "intra_fid": 2, "class_acc": 1}
     for m in metrics:
         if ref_n is not None and m in ("pr", "dc", "kid", "fid") and ref_n < need[m]:
             raise M.MetricError(f"{m} needs at least {need[m]} reference images; the reference "
@@ -47,9 +51,9 @@ def check_counts(metrics, num: int, ref_n: int | None, *, kid_subset_size: int,
                             "density/coverage (k = 3 and 5); use at least 6.")
 
 
-def _batches(draw, z, batch_size: int):
+def _batches(draw, z, batch_size: int, y=None):
     """Extractor-sized batches of generated images, drawn DRAW_CHUNK latents at a time."""
-    for images in sampling.in_chunks(draw, z, DRAW_CHUNK):
+    for images in sampling.in_chunks(draw, z, DRAW_CHUNK, y_B=y):
         yield from features_lib.padded_batches(images, batch_size, xp=jnp)
 
 
@@ -77,15 +81,20 @@ def compute(fake: features_lib.Features, ref: reference_lib.Reference, metrics, 
 
 def evaluate_generator(draw, num: int, *, z_dim: int, extractor, reference, metrics=("fid",),
                        seed: int = 0, kid_subsets: int = 100, kid_subset_size: int = 1000,
-                       is_splits: int = 10, knn_num: int = 10_000, quantize: bool = True) -> dict:
+                       is_splits: int = 10, knn_num: int = 10_000, quantize: bool = True,
+                       num_classes: int = 0) -> dict:
     """Draws ``num`` samples with ``draw(z) -> images in [-1, 1], float NHWC`` from latents
     ``sampling.latents(seed, num, z_dim)``, extracts their features once and returns
     {metric values..., "provenance": {...}}. ``extractor`` is a ``features.Extractor`` and
     ``reference`` a ``reference.Reference`` computed with it; build both once and reuse them
-    across calls (the extractor compiles once)."""
+    across calls (the extractor compiles once). A conditional generator (``num_classes``
+    C > 0) is called as ``draw(z, y)`` with the classes ``sampling.balanced_labels(num, C)``,
+    so every metric sees a class-balanced sample; intra_fid needs a reference made with
+    per-class moments."""
     metrics = parse_metrics(metrics)
     check_counts(metrics, num, reference.n, kid_subset_size=kid_subset_size,
                  is_splits=is_splits, knn_num=knn_num)
+    conditional.check(metrics, num_classes, extractor, num=num, reference=reference)
     ref_ex = reference.provenance["identity"]
     differ = [f"{k}: {ref_ex.get(k)!r} in the reference, {v!r} here"
               for k, v in extractor.describe().items() if ref_ex.get(k) != v]
@@ -94,14 +103,20 @@ def evaluate_generator(draw, num: int, *, z_dim: int, extractor, reference, metr
                             + "; ".join(differ) + "); compute them with this one, e.g. "
                             "reference.get(extractor, dataset).")
     t = time.time()
+    y = sampling.balanced_labels(num, num_classes) if num_classes else None
     fake = features_lib.extract(extractor, _batches(draw, sampling.latents(seed, num, z_dim),
-                                                    extractor.batch_size),
-                                keep_features=bool({"kid", "pr", "dc"} & set(metrics)),
-                                keep_logits="is" in metrics, quantize=quantize)
+                                                    extractor.batch_size, y),
+                                keep_features=bool({"kid", "pr", "dc", "intra_fid"}
+                                                   & set(metrics)),
+                                keep_logits=bool({"is", "class_acc"} & set(metrics)),
+                                quantize=quantize)
     extract_s = time.time() - t
     values = compute(fake, reference, metrics, kid_subsets=kid_subsets,
                      kid_subset_size=kid_subset_size, is_splits=is_splits, knn_num=knn_num,
                      seed=seed)
+    if y is not None:
+        values.update(conditional.compute(fake, jax.device_get(y), reference, extractor,
+                                          metrics))
     ident = reference.provenance["identity"]
     provenance = {
         **extractor.describe(), "num_samples": num, "seed": seed, "quantize_8bit": quantize,
@@ -112,33 +127,39 @@ def evaluate_generator(draw, num: int, *, z_dim: int, extractor, reference, metr
         "is_splits": is_splits, "knn_num": min(knn_num, num, reference.n),
         "pr_k": 3, "dc_k": 5, "gan_jax_version": gan_jax.__version__,
         "jax_version": jax.__version__, "backend": jax.default_backend(),
+        **({"classes": num_classes, "labels": "balanced"} if num_classes else {}),
+        **({"reference_class_counts": [m.n for m in reference.class_moments]}
+           if "intra_fid" in metrics else {}),
         "extract_seconds": round(extract_s, 2), "seconds": round(time.time() - t, 2)}
     return {**values, "provenance": provenance}
 
 
 _FIELDS = {"fid": ("fid",), "kid": ("kid", "kid_std"), "is": ("is", "is_std"),
-           "pr": ("precision", "recall"), "dc": ("density", "coverage")}
+           "pr": ("precision", "recall"), "dc": ("density", "coverage"), **conditional.FIELDS}
 
 
 def fields(metrics) -> tuple[str, ...]:
-    """The values the metrics give, e.g. "fid,kid" -> ("fid", "kid", "kid_std")."""
+    """The scalar values the metrics give, e.g. "fid,kid" -> ("fid", "kid", "kid_std")."""
     return tuple(k for m in parse_metrics(metrics) for k in _FIELDS[m])
 
 
 def records(result: dict, metrics, **context) -> list[dict]:
     """One JSON-ready record per metric: the time, context (step, ...), the metric's values
-    and the provenance."""
+    (with the per-class lists of the conditional ones) and the provenance."""
     context = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **context}
-    return [{**context, "metric": m, **{k: result[k] for k in _FIELDS[m]},
+    return [{**context, "metric": m,
+             **{k: result[k] for k in _FIELDS[m] + conditional.PER_CLASS.get(m, ())},
              "provenance": result["provenance"]} for m in parse_metrics(metrics)]
 
 
 def prepare(dataset: dict, *, extractor: str | None = None, inception_weights=None,
             reference_split: str | None = None, reference_num: int | None = None,
-            data_dir: str | None = None, reference_cache=None, log=print):
+            data_dir: str | None = None, reference_cache=None, per_class: bool = False,
+            log=print):
     """(extractor, reference) for a run whose ``config.dataset`` is ``dataset`` (a dict):
     the MNIST classifier for MNIST, else the FID Inception; the reference is the run's
-    training split. Build them once; ``evaluate_generator`` reuses them."""
+    training split, with per-class moments (intra_fid) when ``per_class``. Build them once;
+    ``evaluate_generator`` reuses them."""
     data_dir = data_dir or dataset.get("data_dir") or None
     name = extractor or features_lib.default_for(dataset["name"])
     ex = features_lib.get(name, inception_weights=inception_weights, data_dir=data_dir, log=log)
@@ -146,5 +167,7 @@ def prepare(dataset: dict, *, extractor: str | None = None, inception_weights=No
                             data_dir=data_dir, num=reference_num,
                             image_key=dataset.get("image_key", "image"),
                             resolution=dataset.get("resolution") or None,
+                            per_class=per_class,
+                            label_key=dataset.get("label_key", "label") or None,
                             cache_dir=reference_cache, log=log)
     return ex, ref

@@ -47,6 +47,9 @@ class Extractor:
     accepts: Callable  # (H, W, C) -> bool
     info: dict  # Provenance: weights' sha256, resize, ...
     batch_size: int = 200
+    # The dataset classes its logits name (0: none of the dataset's, as Inception's ImageNet
+    # logits): what class accuracy needs.
+    classes: int = 0
 
     def describe(self) -> dict:
         return {"extractor": self.name, **self.info}
@@ -85,7 +88,14 @@ def mnist(params, *, meta: dict, batch_size: int = 1000, dataset: str = "mnist")
               "classifier_test_accuracy": meta["test_accuracy"], "classifier_key": meta["key"],
               "features": f"penultimate ({FEATURE_DIM})", "logits": "10 classes",
               "code_sha256": code_sha256(net.__file__)},
-        batch_size=batch_size)
+        batch_size=batch_size, classes=dataset_classes(dataset))
+
+
+def dataset_classes(name: str) -> int:
+    """The classes of the dataset whose classifier the extractor ``name`` is; 0 when it is
+    no dataset's classifier."""
+    from gan_jax.eval.mnist_classifier import NUM_CLASSES, RECIPES
+    return NUM_CLASSES if name in RECIPES else 0
 
 
 def get(name: str, *, inception_weights=None, data_dir=None, log=print) -> Extractor:

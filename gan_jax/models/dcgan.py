@@ -10,7 +10,8 @@ the layers have no biases (BatchNorm's shift takes their place).
 
 ``num_classes > 0`` makes both class-conditional: G's BatchNorms take their scale and shift
 from the class (conditional BatchNorm), and D adds a projection of the class embedding
-onto its last features (Miyato and Koyama 2018).
+onto its last features (Miyato and Koyama 2018). ``spectral_norm`` makes D Miyato et al.'s
+SN-DCGAN: every layer spectrally normalised, and no BatchNorm.
 """
 from typing import Any
 
@@ -18,7 +19,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from gan_jax.models.layers import ConditionalBatchNorm, ProjectionHead, UpConv
+from gan_jax.models.layers import ConditionalBatchNorm, ProjectionHead, UpConv, spectral
 
 # N(0, 0.02) weights and N(1, 0.02) BatchNorm scales, as in the paper.
 _W_INIT = nn.initializers.normal(0.02)
@@ -87,6 +88,7 @@ class Discriminator(nn.Module):
     resolution: int = 64
     width: int = 64
     num_classes: int = 0  # > 0: a projection discriminator on the class ``y``.
+    spectral_norm: bool = False
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
     axis_name: str | None = None
@@ -100,15 +102,17 @@ class Discriminator(nn.Module):
                              f"{self.resolution}, C].")
         h = x_BHWC.astype(self.dtype)
         for i in range(n):
-            h = nn.Conv(self.width * 2 ** i, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)),
-                        use_bias=False, dtype=self.dtype, param_dtype=self.param_dtype,
-                        kernel_init=_W_INIT)(h)
-            if i > 0:
+            conv = nn.Conv(self.width * 2 ** i, (4, 4), strides=(2, 2),
+                           padding=((1, 1), (1, 1)), use_bias=False, dtype=self.dtype,
+                           param_dtype=self.param_dtype, kernel_init=_W_INIT)
+            h = spectral(conv, self.spectral_norm)(h, update_stats=train)
+            if i > 0 and not self.spectral_norm:
                 h = _Norm(self.dtype, self.param_dtype, self.axis_name)(h, train)
             h = nn.leaky_relu(h, negative_slope=0.2)
         h = h.reshape((h.shape[0], -1))
-        if self.num_classes:
-            return ProjectionHead(self.num_classes, kernel_init=_W_INIT, use_bias=False,
-                                  dtype=self.dtype, param_dtype=self.param_dtype)(h, y, train)
+        if self.num_classes or self.spectral_norm:
+            return ProjectionHead(self.num_classes, self.spectral_norm, kernel_init=_W_INIT,
+                                  use_bias=False, dtype=self.dtype,
+                                  param_dtype=self.param_dtype)(h, y, train)
         return nn.Dense(1, use_bias=False, dtype=self.dtype, param_dtype=self.param_dtype,
                         kernel_init=_W_INIT)(h)[:, 0]

@@ -44,17 +44,17 @@ def build(model_cfg, image_shape, dtype: str = "float32", axis_name: str | None 
                           "dataset.resolution to center-crop and resize them.")
     if name == "mlp":
         if model_cfg.get("spectral_norm", False):
-            raise ConfigError("model.spectral_norm applies to model.name='resnet' only.")
+            raise ConfigError("model.spectral_norm applies to model.name 'dcgan' and 'resnet'; "
+                              "the MLP has none.")
         return (mlp.Generator(z_dim=model_cfg.z_dim, hidden=model_cfg.g_width,
                               image_shape=tuple(image_shape), dtype=dt),
                 mlp.Discriminator(hidden=model_cfg.d_width, dtype=dt))
     if name == "dcgan":
-        if model_cfg.get("spectral_norm", False):
-            raise ConfigError("model.spectral_norm applies to model.name='resnet' only.")
         return (dcgan.Generator(resolution=h, z_dim=model_cfg.z_dim, width=model_cfg.g_width,
                                 channels=c, num_classes=classes, dtype=dt,
                                 axis_name=axis_name),
                 dcgan.Discriminator(resolution=h, width=model_cfg.d_width, num_classes=classes,
+                                    spectral_norm=model_cfg.get("spectral_norm", False),
                                     dtype=dt, axis_name=axis_name))
     if name == "resnet":
         if h not in resnet.RESOLUTIONS:

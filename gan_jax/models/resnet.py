@@ -14,7 +14,6 @@ Mimicry: Xavier-uniform, gain sqrt(2) in the residual branches, 1 elsewhere.
 from typing import Any
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 from gan_jax.models.layers import ConditionalBatchNorm, ProjectionHead, spectral

@@ -29,7 +29,7 @@ def defaults() -> ml_collections.ConfigDict:
                      augment="")  # DiffAugment ops for D's inputs, e.g. "color,translation,cutout".
     # name: mlp | dcgan | resnet (SNGAN's). conditional: G and D take the dataset's classes
     # (conditional BatchNorm, projection D); fake_labels: G's classes are drawn "uniform"
-    # or with the training data's class frequencies ("data"). spectral_norm: D's (resnet).
+    # or with the training data's class frequencies ("data"). spectral_norm: D's layers (dcgan, resnet).
     c.model = dict(name="mlp", z_dim=100, g_width=256, d_width=128, conditional=False,
                    fake_labels="uniform", spectral_norm=False)
     c.loss = "non_saturating"  # minimax | non_saturating | hinge | wasserstein | least_squares
@@ -45,7 +45,9 @@ def defaults() -> ml_collections.ConfigDict:
     c.ema = dict(decay=0.999, start=0)
     c.log_every = 100
     c.sample_every = 1000
-    c.num_samples = 64  # Images in each sample grid.
+    # Images in each sample grid. A conditional G's grid has one row per class (row k: class
+    # k) of max(1, num_samples // classes) columns, each column one latent in every row.
+    c.num_samples = 64
     # Saved every `every` steps and at the end; the last `keep` are kept, plus the best by
     # `best_metric` (any logged metric; "" disables) when it is set.
     c.checkpoint = dict(every=1000, keep=3, best_metric="", best_mode="min", async_save=True)
@@ -53,7 +55,8 @@ def defaults() -> ml_collections.ConfigDict:
     # jit: one program over a ("data",) mesh (several hosts too); pmap: one per device.
     c.parallel = dict(mode="jit", num_devices=0)  # 0: all devices.
     # The EMA generator evaluated every `every` steps and at the end (0: never), as
-    # experiments.evaluate would: `num` samples, metrics from fid,kid,is,pr,dc, extractor
+    # experiments.evaluate would: `num` samples, metrics from fid,kid,is,pr,dc (and for a
+    # conditional G intra_fid,class_acc; docs/evaluation.md), extractor
     # "" (by dataset: mnist for MNIST, else inception), reference = the training split.
     c.eval = dict(every=0, num=10_000, metrics="fid", extractor="", inception_weights="",
                   seed=0, reference_num=0, kid_subset_size=1000, knn_num=10_000)
@@ -146,12 +149,17 @@ def _check_eval(full) -> None:
         raise ConfigError(f"Config key 'eval.extractor' must be '', 'mnist', 'fashion_mnist' "
                           f"or 'inception', got {e.extractor!r}.")
     # Imported here: the metric names and sample needs live with the evaluation.
+    from gan_jax.eval import conditional
     from gan_jax.eval.evaluate import check_counts, parse_metrics
+    from gan_jax.eval.features import default_for
     from gan_jax.eval.metrics import MetricError
     try:
         metrics = parse_metrics(e.metrics)
         check_counts(metrics, e.num, None, kid_subset_size=e.kid_subset_size, is_splits=10,
                      knn_num=e.knn_num)
+        # G's classes are the dataset's, not known before it is read: only whether it has any.
+        conditional.check(metrics, None if full.model.conditional else 0,
+                          e.extractor or default_for(full.dataset.name))
     except MetricError as err:
         raise ConfigError(f"Config group 'eval' ({e.metrics!r}, num={e.num}): {err}") from None
 

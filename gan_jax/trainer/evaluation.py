@@ -9,7 +9,7 @@ import pathlib
 
 from gan_jax import files, parallel
 from gan_jax.errors import ConfigError
-from gan_jax.eval import evaluate, features
+from gan_jax.eval import conditional, evaluate, features
 from gan_jax.trainer import writers
 from gan_jax.trainer.workdir import check_directory, load_generator
 
@@ -20,21 +20,28 @@ class ScheduledEval:
     """Builds the extractor and the reference once (before the first step, so a missing
     weights file stops the run before it trains), then evaluates on ``due`` steps."""
 
-    def __init__(self, config, generate, z_dim: int, workdir, log=print):
+    def __init__(self, config, generate, z_dim: int, workdir, log=print,
+                 num_classes: int = 0):
         """``generate``: the loop's jitted ``sampling.generate`` for its G, (params, g_vars,
-        z, batch_stats=) -> images."""
+        z, y=None, batch_stats=) -> images; ``num_classes``: G's (0: unconditional), whose
+        samples are then class-balanced."""
         e = config.eval
         self.every, self.num, self.seed = e.every, e.num, e.seed
         self.metrics = evaluate.parse_metrics(e.metrics)
         self.path = workdir / "eval.jsonl"
-        self.z_dim, self._generate = z_dim, generate
+        self.z_dim, self._generate, self.num_classes = z_dim, generate, num_classes
         self.kwargs = dict(kid_subset_size=e.kid_subset_size, knn_num=e.knn_num)
+        extractor = e.extractor or features.default_for(config.dataset.name)
+        conditional.check(self.metrics, num_classes, extractor, num=self.num)
         self.extractor, self.reference = evaluate.prepare(
-            config.dataset.to_dict(), extractor=e.extractor or None,
+            config.dataset.to_dict(), extractor=extractor,
             inception_weights=e.inception_weights or None,
-            reference_num=e.reference_num or None, log=log)
+            reference_num=e.reference_num or None, per_class="intra_fid" in self.metrics,
+            log=log)
         evaluate.check_counts(self.metrics, self.num, self.reference.n, is_splits=10,
                               **self.kwargs)
+        conditional.check(self.metrics, num_classes, self.extractor, num=self.num,
+                          reference=self.reference)
 
     def due(self, step: int, last_step: int) -> bool:
         return bool(self.every) and (step % self.every == 0 or step == last_step)
@@ -44,13 +51,15 @@ class ScheduledEval:
         as ``eval/<name>`` scalars. Returns {name: value}."""
         params, g_vars = parallel.to_host((ema_params, g_vars))
         has_bn = "batch_stats" in g_vars
-        draw = lambda z: self._generate(params, g_vars, z, batch_stats=has_bn)
+        draw = lambda z, y=None: self._generate(params, g_vars, z, y, batch_stats=has_bn)
         result = evaluate.evaluate_generator(
             draw, self.num, z_dim=self.z_dim, extractor=self.extractor,
-            reference=self.reference, metrics=self.metrics, seed=self.seed, **self.kwargs)
+            reference=self.reference, metrics=self.metrics, seed=self.seed,
+            num_classes=self.num_classes, **self.kwargs)
         result["provenance"].update({"checkpoint_step": step, "ema": True})
         rows = evaluate.records(result, self.metrics, step=step, source=SOURCE)
-        values = {k: float(v) for k, v in result.items() if k != "provenance"}
+        # The scalars; the per-class lists go to eval.jsonl only.
+        values = {k: float(result[k]) for k in evaluate.fields(self.metrics)}
         if parallel.is_writer():
             files.append_jsonl(self.path, rows)
             writer.write_scalars(step, {f"eval/{k}": v for k, v in values.items()})
@@ -71,14 +80,16 @@ def evaluate_checkpoint(workdir, metrics="fid", num: int = 10_000, *, step: int 
                         reference_cache=None, log=print, **kwargs) -> list[dict]:
     """Evaluates a run's checkpoint (the latest unless ``step``; the EMA generator unless
     ``ema=False``) against its training data and appends one line per metric to
-    ``workdir/eval.jsonl``. Returns those lines."""
+    ``workdir/eval.jsonl``. Returns those lines. A conditional generator's samples are
+    class-balanced."""
     metrics = evaluate.parse_metrics(metrics)
     workdir = pathlib.Path(workdir)
     check_directory(workdir)  # It gets eval.jsonl: refused now, not after every metric.
     draw, z_dim, step, info = load_generator(workdir, step=step, ema=ema)
-    config = info["config"]
+    config, classes = info["config"], info["conditional_classes"]
+    chosen = extractor or features.default_for(config["dataset"]["name"])
+    conditional.check(metrics, classes, chosen, num=num)
     if inception_weights:
-        chosen = extractor or features.default_for(config["dataset"]["name"])
         if chosen != "inception":
             raise ConfigError(
                 f"--inception_weights applies only to the inception extractor, and this run "
@@ -90,9 +101,11 @@ def evaluate_checkpoint(workdir, metrics="fid", num: int = 10_000, *, step: int 
     ex, ref = evaluate.prepare(config["dataset"], extractor=extractor,
                                inception_weights=weights, reference_split=reference_split,
                                reference_num=reference_num, data_dir=data_dir,
-                               reference_cache=reference_cache, log=log)
+                               reference_cache=reference_cache,
+                               per_class="intra_fid" in metrics, log=log)
     result = evaluate.evaluate_generator(draw, num, z_dim=z_dim, extractor=ex, reference=ref,
-                                         metrics=metrics, seed=seed, **kwargs)
+                                         metrics=metrics, seed=seed, num_classes=classes,
+                                         **kwargs)
     result["provenance"].update({"checkpoint_step": step, "ema": ema,
                                  "workdir": str(workdir.absolute())})
     rows = evaluate.records(result, metrics, step=step)

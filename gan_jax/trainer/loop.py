@@ -8,7 +8,6 @@ import statistics
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 import gan_jax
@@ -87,7 +86,8 @@ def train_and_evaluate(config, workdir, *, writers=()) -> dict:
         state, resumed_from, resumed_info = _resume(ckpt, engine)
         if config.eval.every:
             from gan_jax.trainer.evaluation import ScheduledEval
-            evaluator = ScheduledEval(config, draw, G.z_dim, workdir, log=say)
+            evaluator = ScheduledEval(config, draw, G.z_dim, workdir, log=say,
+                                      num_classes=models.num_classes(G))
         t = time.time()
         engine.compile(state)
         compile_s = time.time() - t
@@ -103,7 +103,8 @@ def train_and_evaluate(config, workdir, *, writers=()) -> dict:
                if extended_from else ""))
     run_info = {"config": config_lib.to_dict(config), "image_shape": list(image_shape),
                 "num_classes": engine.num_classes, "gan_jax_version": gan_jax.__version__}
-    z_fixed = jax.random.normal(sample_key, (config.num_samples, G.z_dim), jnp.float32)
+    z_fixed, y_fixed = sampling.grid_latents(sample_key, config.num_samples, G.z_dim,
+                                             models.num_classes(G))
     s0 = engine.checkpoint_view(state)
     classes = f", {engine.num_classes} classes" if engine.num_classes else ""
     say(f"gan_jax: {config.model.name} on {config.dataset.name} {tuple(image_shape)}{classes}, "
@@ -114,7 +115,7 @@ def train_and_evaluate(config, workdir, *, writers=()) -> dict:
     first_step = step = engine.step_of(state)
     with StopSignals() as signals:
         run = _Run(config, engine, ckpt, writer,
-                   periodic.SampleGrids(engine, draw, z_fixed, workdir, writer),
+                   periodic.SampleGrids(engine, draw, z_fixed, workdir, writer, y_fixed),
                    periodic.Saver(ckpt, engine, run_info),
                    evaluator and periodic.Evaluations(evaluator, engine, writer),
                    signals, loop_start=time.time())

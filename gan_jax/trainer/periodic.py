@@ -114,18 +114,21 @@ class LogLines:
 
 class SampleGrids:
     """Grids of a fixed latent batch from the raw and the EMA generator, as PNG files in
-    ``workdir/samples`` and images for the writers."""
+    ``workdir/samples`` and images for the writers. ``y_fixed``: a conditional G's classes,
+    from ``sampling.grid_latents``; its grids hold one class per row."""
 
-    def __init__(self, engine, draw, z_fixed, workdir, writer):
+    def __init__(self, engine, draw, z_fixed, workdir, writer, y_fixed=None):
         self.engine, self.draw, self.z, self.workdir, self.writer = (engine, draw, z_fixed,
                                                                      workdir, writer)
+        self.y = y_fixed
 
     def __call__(self, state, step: int, final: bool = False) -> None:
         g_params, g_vars, ema_params = self.engine.generator_view(state)
-        to_grid = lambda x: sampling.grid(sampling.to_uint8(parallel.to_host(x)))
-        raw = to_grid(self.draw(g_params, g_vars, self.z))
+        to_grid = lambda x: sampling.class_grid(sampling.to_uint8(parallel.to_host(x)), self.y)
+        raw = to_grid(self.draw(g_params, g_vars, self.z, self.y))
         # The EMA params never produced the running statistics: BatchNorm uses the batch's.
-        ema = to_grid(self.draw(ema_params, g_vars, self.z, batch_stats="batch_stats" in g_vars))
+        ema = to_grid(self.draw(ema_params, g_vars, self.z, self.y,
+                                batch_stats="batch_stats" in g_vars))
         if parallel.is_writer():
             name = "final" if final else f"step_{step:08d}"
             writers_lib.save_png(self.workdir / "samples" / f"{name}_raw.png", raw)

@@ -9,7 +9,7 @@ import ml_collections
 import numpy as np
 
 from gan_jax import models, sampling
-from gan_jax.errors import WorkdirError
+from gan_jax.errors import ConfigError, WorkdirError
 from gan_jax.trainer import config as config_lib
 from gan_jax.trainer.checkpoint import (CheckpointDamagedError, CheckpointError, Checkpointer,
                                         leaf_specs, shape_mismatches)
@@ -160,8 +160,33 @@ def sample(workdir, num: int = 64, *, step: int | None = None, ema: bool = True,
            seed: int = 0, chunk: int = 1000):
     """Draws ``num`` images (uint8 NHWC) from a run's checkpoint, reading only G's part and
     the run info; D and the optimizer states are never built. ``z`` comes from ``seed``
-    alone, so the same call draws the same images. Returns (images, step)."""
-    draw, z_dim, step, _ = load_generator(workdir, step=step, ema=ema)
-    z = sampling.latents(seed, num, z_dim)
-    out = [sampling.to_uint8(x) for x in sampling.in_chunks(draw, z, chunk)]
-    return np.concatenate(out), step
+    alone, so the same call draws the same images. Returns (images, step); for a
+    conditional G's classes, see ``sample_labelled``."""
+    images, _, step = sample_labelled(workdir, num, step=step, ema=ema, seed=seed, chunk=chunk)
+    return images, step
+
+
+def sample_labelled(workdir, num: int = 64, *, label: int | None = None,
+                    step: int | None = None, ema: bool = True, seed: int = 0,
+                    chunk: int = 1000):
+    """``sample`` with a conditional G's classes: ``label`` K draws all ``num`` images of
+    class K; without it, one class per row as the training grids (``sampling.grid_latents``:
+    ``num`` rounded down to whole rows of C classes, at least one column). Returns (images,
+    labels, step); labels (int32 [B]) are None for an unconditional G, which takes no
+    ``label``."""
+    draw, z_dim, step, info = load_generator(workdir, step=step, ema=ema)
+    classes = info["conditional_classes"]
+    if label is None:
+        z, y = sampling.grid_latents(jax.random.PRNGKey(seed), num, z_dim, classes)
+    elif not classes:
+        raise ConfigError(f"The generator of {workdir} is unconditional (its config has "
+                          f"model.conditional=False), so it has no class {label}; leave the "
+                          "class (--class, label=) out.")
+    elif not 0 <= label < classes:
+        raise ConfigError(f"Class {label} is not one of the {classes} classes of {workdir}; "
+                          f"ask for one in 0..{classes - 1} (--class, label=), or none for one "
+                          "class per row.")
+    else:
+        z, y = sampling.latents(seed, num, z_dim), jnp.full((num,), label, jnp.int32)
+    out = [sampling.to_uint8(x) for x in sampling.in_chunks(draw, z, chunk, y)]
+    return np.concatenate(out), (None if y is None else np.asarray(y)), step
