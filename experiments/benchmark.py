@@ -8,8 +8,15 @@ Prints a Markdown table (gan_jax rows carry their speed per device over the best
 setting of the same model and batch; gan_jax runs on --devices, 1 by default, as PyTorch
 does) and writes every row to --out as JSON. Without PyTorch
 installed, or with --torch=, only gan_jax runs. --preset=h200 is the whole GPU run
-(experiments/gpu_benchmark.sh), --preset=cpu a small one for a laptop; flags given
-with a preset override its values.
+(experiments/gpu_benchmark.sh), --preset=h200_sngan32 its SNGAN-32 part, --preset=cpu a
+small one for a laptop; flags given with a preset override its values.
+
+Models (--models): DCGAN (dcgan64, dcgan32, dcgan28) with the PyTorch DCGAN example's step,
+one D and one G update; SNGAN-32 (sngan32, Miyato et al.'s CIFAR-10 ResNet with spectral
+norm) with the paper's step, hinge loss, 5 D updates and one G update, Adam(2e-4, 0, 0.9).
+A row's step is one such iteration, its batch the images of each update (an SNGAN step
+reads 5 x batch real images), img/s the steps/s x batch; PyTorch's step is the same
+(gan_jax/perf/torch_reference.py, gan_jax/perf/torch_sngan.py).
 
 Ablations (--ablate, repeatable) undo one choice of the default step at the last listed
 dtype and K, and at each of --ablate_batches (default: the last listed batch size):
@@ -44,7 +51,8 @@ from gan_jax import errors, files
 from gan_jax.perf import benchmark, census, profiling, targets, torch_reference
 from gan_jax.models.registry import DTYPES
 
-_MODELS = flags.DEFINE_list("models", ["dcgan64"], "Benchmark models.")
+_MODELS = flags.DEFINE_list("models", ["dcgan64"], "Benchmark models: dcgan64, dcgan32, "
+                            "dcgan28 or sngan32 (gan_jax.perf.benchmark.MODELS).")
 _BATCHES = flags.DEFINE_list("batch_sizes", ["128", "1024"], "Batch sizes.")
 _DTYPES = flags.DEFINE_list("dtypes", ["float32", "bfloat16"], "gan_jax compute dtypes.")
 _KS = flags.DEFINE_list("steps_per_dispatch", ["1", "10"], "gan_jax steps per jitted call.")
@@ -59,7 +67,8 @@ _WINDOWS = flags.DEFINE_integer("windows", 5, "Timed windows (the median is repo
 _WINDOW_STEPS = flags.DEFINE_integer("window_steps", 20, "Steps per timed window.")
 _OUT = flags.DEFINE_string("out", "benchmark.json", "JSON file for all rows (written at the "
                            "end; <out>.partial holds the rows so far while it runs).")
-_PRESET = flags.DEFINE_enum("preset", None, ["h200", "cpu"], "A whole run, sized for it.")
+_PRESET = flags.DEFINE_enum("preset", None, list(benchmark.PRESETS),
+                            "A whole run, sized for a machine (gan_jax.perf.benchmark.PRESETS).")
 _ABLATE = flags.DEFINE_multi_string("ablate", [], "Ablations of the default step (see above).")
 _ABLATE_BATCHES = flags.DEFINE_list("ablate_batches", [], "Batch sizes the ablations run at, "
                                     "in this order (default: the last of --batch_sizes).")
@@ -87,14 +96,10 @@ def _torch_available() -> bool:
 
 
 def _run_torch(model, batch, setting, peak, gflop):
-    mode, dtype, channels_last = torch_reference.parse_setting(setting)
-    res, ch, width = benchmark.MODELS[model]
-    r = torch_reference.time_pytorch(res, ch, width, batch, dtype=dtype, mode=mode,
-                                     channels_last=channels_last, windows=_WINDOWS.value,
-                                     window_steps=_WINDOW_STEPS.value)
+    r = benchmark.time_torch(model, batch, setting, windows=_WINDOWS.value,
+                             window_steps=_WINDOW_STEPS.value)
     s = r["ms_per_step"] / 1e3
-    r.update(model=model, gflop_per_step=gflop / 1e9, tflop_per_s=gflop / s / 1e12,
-             mfu=gflop / s / peak)
+    r.update(gflop_per_step=gflop / 1e9, tflop_per_s=gflop / s / 1e12, mfu=gflop / s / peak)
     return r
 
 

@@ -10,17 +10,23 @@
 #     combination of those that won. The bf16 K=10 step and PyTorch run first; the other
 #     settings and the ablations are skipped where they would overrun 210 s
 #     (--time_budget_s).
-#  2. experiments.eval_benchmark: the FID Inception's img/s at batch 500, float32 and
+#  2. experiments.benchmark --preset=h200_sngan32: SNGAN-32 (Miyato et al.'s CIFAR-10
+#     ResNet, spectral norm, hinge, 5 D updates + 1 G update a step) at batch 64, float32
+#     and bfloat16, beside PyTorch's same step eager in float32 and bf16 autocast (2 to 3
+#     minutes by an estimate: the two compiles and 52 PyTorch steps of ~0.15 s each).
+#  3. experiments.eval_benchmark: the FID Inception's img/s at batch 500, float32 and
 #     bfloat16, and the FID shift of bfloat16.
 # Needs jax (CUDA), flax, optax, orbax-checkpoint, absl-py, PyYAML and torch; no network.
 # ml_collections, if missing, is installed from .whl/ (fetch it where pip has network:
 # `pip download --no-deps -d .whl ml_collections`). Writes ${OUT:-.}/benchmark_h200.json,
-# ${OUT:-.}/eval_benchmark_h200.json, ${OUT:-.}/gpu_benchmark.log and, on a GPU, its target
-# description for compile-only runs, ${OUT:-.}/gpu_target.textproto. Arguments go to
-# experiments.benchmark and EVAL_ARGS to experiments.eval_benchmark, over the presets: a
+# ${OUT:-.}/benchmark_sngan32_h200.json, ${OUT:-.}/eval_benchmark_h200.json,
+# ${OUT:-.}/gpu_benchmark.log and, on a GPU, its target description for compile-only runs,
+# ${OUT:-.}/gpu_target.textproto. Arguments go to the first experiments.benchmark,
+# SNGAN_ARGS to the second and EVAL_ARGS to experiments.eval_benchmark, over the presets: a
 # dry run on a CPU takes `--models=dcgan28 --batch_sizes=8 --dtypes=float32 --torch=
-# --steps_per_dispatch=1 --windows=1 --window_steps=1` and
-# EVAL_ARGS="--inception_batch=4 --dtypes=float32 --fid_shift_num=8".
+# --steps_per_dispatch=1 --windows=1 --window_steps=1`,
+# SNGAN_ARGS="--batch_sizes=2 --dtypes=float32 --torch=eager:float32 --windows=1
+# --window_steps=1" and EVAL_ARGS="--inception_batch=4 --dtypes=float32 --fid_shift_num=8".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -58,6 +64,9 @@ start=$SECONDS
 {
     "$PY" -m experiments.benchmark --preset=h200 --out="$OUT/benchmark_h200.json" "$@"
     echo "# train-step benchmark: $((SECONDS - start)) s"
+    "$PY" -m experiments.benchmark --preset=h200_sngan32 \
+        --out="$OUT/benchmark_sngan32_h200.json" ${SNGAN_ARGS:-}
+    echo "# SNGAN-32 benchmark: $((SECONDS - start)) s"
     "$PY" -m experiments.eval_benchmark --extractors=inception --inception_batch=500 \
         --dtypes=float32,bfloat16 --fid_shift_num=2000 --out="$OUT/eval_benchmark_h200.json" \
         ${EVAL_ARGS:-}

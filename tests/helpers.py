@@ -1,4 +1,5 @@
 """Shared helpers for tests that run the trainer."""
+import functools
 import importlib.util
 import json
 import os
@@ -64,7 +65,7 @@ def assert_trees_equal(a, b):
 def restore(workdir, config, step=None):
     """(state, run info) of an MNIST run's checkpoint: the latest, or the one at ``step``."""
     config = config_lib.validate(config)
-    G, D = models.build(config.model, (28, 28, 1), config.dtype)
+    G, D = models.build(config.model, (28, 28, 1), config.dtype, num_classes=10)
     create = jax.jit(trainer_engine.make_create(config, G, D, (28, 28, 1)))
     ckpt = Checkpointer(workdir / "checkpoints", read_only=True)
     try:
@@ -78,3 +79,77 @@ def metric_lines(workdir) -> list[dict]:
     lines = [json.loads(s) for s in (workdir / "metrics.jsonl").read_text().splitlines()]
     drop = ("steps_per_s", "images_per_s")
     return [{k: v for k, v in m.items() if k not in drop} for m in lines]
+
+
+# -- tiny stand-ins for tfds datasets this machine cannot download -------------------------
+
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
+                   "ship", "truck")
+
+
+def _encoded(pixels, fmt: str) -> bytes:
+    import io
+
+    from PIL import Image
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+@functools.cache
+def _tiny_builders():
+    """tfds's own CIFAR-10 and CelebA builders (same name, version and features as a
+    `tfds build`), writing random images instead of downloading: tfds encodes an Image
+    feature given as numpy with TensorFlow, so the images are handed over PNG/JPEG-encoded
+    by Pillow, which tfds stores as they are."""
+    from tensorflow_datasets.datasets.celeb_a import celeb_a_dataset_builder as celeb_a
+    from tensorflow_datasets.image_classification import cifar
+
+    class TinyCifar10(cifar.Cifar10, skip_registration=True):
+        name = "cifar10"
+        SIZES = {"train": 64, "test": 16}
+
+        def _split_generators(self, dl_manager):
+            del dl_manager
+            self.info.features["label"].names = list(CIFAR10_CLASSES)
+            return {split: self._examples(split, n) for split, n in self.SIZES.items()}
+
+        def _examples(self, split, n):
+            rng = np.random.default_rng(len(split))
+            for i in range(n):
+                pixels = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+                yield i, {"id": f"{split}_{i:05d}", "image": _encoded(pixels, "PNG"),
+                          "label": i % 10}
+
+    class TinyCelebA(celeb_a.Builder, skip_registration=True):
+        name = "celeb_a"
+        pkg_dir_path = celeb_a.Builder._get_pkg_dir_path()  # Its README and citation.
+        SIZES = {"train": 32, "validation": 4, "test": 4}
+
+        def _split_generators(self, dl_manager):
+            del dl_manager
+            return {split: self._examples(split, n) for split, n in self.SIZES.items()}
+
+        def _examples(self, split, n):
+            rng = np.random.default_rng(len(split))
+            for i in range(n):
+                pixels = rng.integers(0, 256, (218, 178, 3), dtype=np.uint8)
+                yield i, {"image": _encoded(pixels, "JPEG"),
+                          "landmarks": {k: int(rng.integers(0, 178))
+                                        for k in celeb_a.LANDMARK_HEADINGS},
+                          "attributes": {k: bool(rng.integers(0, 2))
+                                         for k in celeb_a.ATTR_HEADINGS},
+                          "identity": {k: int(rng.integers(1, 10_178))
+                                       for k in celeb_a.IDENTITY_HEADINGS}}
+
+    return {"cifar10": TinyCifar10, "celeb_a": TinyCelebA}
+
+
+def prepare_tiny(name: str, data_dir) -> str:
+    """Writes a tiny ``cifar10`` (64 train / 16 test random 32x32x3 PNGs, labels 0..9
+    in turn) or ``celeb_a`` (32 / 4 / 4 random 218x178x3 JPEGs) into ``data_dir`` under
+    tfds's real name, version and features, in array_record format, with gan_jax's own
+    writer of offline datasets. Returns ``data_dir``."""
+    from gan_jax.data import offline
+    offline.prepare(_tiny_builders()[name], str(data_dir))
+    return str(data_dir)

@@ -324,3 +324,23 @@ def test_nothing_in_the_library_imports_the_benchmark():
     assert len(library) > 10
     assert [str(p) for p in library if perf.search(p.read_text())] == []
     assert perf.search("from gan_jax.perf import benchmark")  # The pattern itself matches.
+
+
+def test_every_preset_is_a_run_the_benchmark_can_start():
+    """A typo in a preset would only show on the GPU: each names flags that
+    experiments.benchmark defines, known models and PyTorch settings that parse, and the
+    GPU script runs each H200 preset (SNGAN-32's beside DCGAN-64's)."""
+    from gan_jax.perf import torch_reference
+    source = (REPO / "experiments/benchmark.py").read_text()
+    defined = set(re.findall(r"DEFINE_\w+\(\s*\"(\w+)\"", source))
+    script = (REPO / "experiments/gpu_benchmark.sh").read_text()
+    assert {"h200", "h200_sngan32", "cpu"} <= set(benchmark.PRESETS)
+    for name, preset in benchmark.PRESETS.items():
+        assert set(preset) <= defined, (name, set(preset) - defined)
+        assert preset["models"] and set(preset["models"]) <= set(benchmark.MODELS), name
+        for setting in preset["torch"]:
+            torch_reference.parse_setting(setting)
+        if name.startswith("h200"):
+            assert f"--preset={name} " in script, name
+    assert benchmark.PRESETS["h200_sngan32"]["models"] == ["sngan32"]
+    assert benchmark.PRESETS["h200_sngan32"]["batch_sizes"] == ["64"]

@@ -6,7 +6,8 @@ G: z -> dense -> base x base x C, up-blocks (BN, ReLU, nearest 2x, conv 3x3, BN,
 conv 3x3; shortcut: 2x, conv 1x1), BN, ReLU, conv 3x3, tanh. D: an "optimised" first
 down-block, further residual blocks (ReLU, conv, ReLU, conv, [avg-pool]; shortcut conv 1x1
 where shapes change), ReLU, a sum over space, a dense logit (+ the projection). D's layers
-are spectrally normalised (``spectral_norm``; WGAN-GP's D has none). Widths: at 32 px the
+are spectrally normalised (``spectral_norm``; WGAN-GP's D has none); a D block's first conv
+keeps its input's width, as in the chainer original and Mimicry. Widths: at 32 px the
 CIFAR-10 model (G 256, D 128 channels in every block); at 48 and 64 px the STL-10 and
 CelebA ones (G halves from ``g_width``, D doubles up to ``d_width``). Initialisation as in
 Mimicry: Xavier-uniform, gain sqrt(2) in the residual branches, 1 elsewhere.
@@ -27,7 +28,7 @@ _G_LAYOUT = {28: (7, (1, 1, 1)), 32: (4, (1, 1, 1, 1)), 48: (6, (1, 2, 4, 8)),
              64: (4, (1, 2, 4, 8, 16))}
 _D_LAYOUT = {28: ((1, 1, 1, 1), (True, True, False, False)),
              32: ((1, 1, 1, 1), (True, True, False, False)),
-             48: ((16, 8, 4, 2, 1), (True, True, True, False, False)),
+             48: ((16, 8, 4, 2, 1), (True, True, True, True, False)),
              64: ((16, 8, 4, 2, 1), (True, True, True, True, True))}
 RESOLUTIONS = tuple(sorted(_G_LAYOUT))
 
@@ -76,11 +77,12 @@ class DBlock(nn.Module):
     @nn.compact
     def __call__(self, x, train: bool):
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        conv = lambda k, init: spectral(nn.Conv(self.features, (k, k), padding="SAME",
-                                                kernel_init=init, **kw), self.spectral_norm)
+        conv = lambda k, init, c=self.features: spectral(
+            nn.Conv(c, (k, k), padding="SAME", kernel_init=init, **kw), self.spectral_norm)
         pool = _down2 if self.down else (lambda t: t)
         h = x if self.first else nn.relu(x)
-        h = conv(3, _RES_INIT)(h, update_stats=train)
+        hidden = self.features if self.first else x.shape[-1]
+        h = conv(3, _RES_INIT, hidden)(h, update_stats=train)
         h = pool(conv(3, _RES_INIT)(nn.relu(h), update_stats=train))
         if self.first:
             sc = conv(1, _INIT)(_down2(x), update_stats=train)

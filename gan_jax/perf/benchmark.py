@@ -1,6 +1,7 @@
 """Step-throughput benchmark of the exact step the trainer runs (the trainer's Engine with
 device-resident data, as ``timed_engine.TimedEngine`` builds it), with model FLOPs from
 layer shapes and MFU against a matmul peak measured in the same process."""
+import dataclasses
 import functools
 import math
 import statistics
@@ -13,33 +14,80 @@ import numpy as np
 from gan_jax import models, steps
 from gan_jax.data.device import ORDERS
 from gan_jax.errors import ConfigError
-from gan_jax.perf import census, flops, profiling
+from gan_jax.perf import census, flops, profiling, torch_reference
 # The tables live apart; callers use them as benchmark.table and so on.
 from gan_jax.perf.tables import ablation_table, pytorch_ratios, table  # noqa: F401
 from gan_jax.perf.timed_engine import TimedEngine
 from gan_jax.trainer import config as config_lib
 
-# name -> (resolution, channels, width): DCGAN as in Radford et al. at 64x64.
-MODELS = {"dcgan64": (64, 3, 64), "dcgan32": (32, 3, 64), "dcgan28": (28, 1, 32)}
+
+@dataclasses.dataclass(frozen=True)
+class Model:
+    """A benchmark model: the trainer's ``model`` keys and its step's game, ``n_dis`` D
+    updates and one G update a step, each on ``batch`` images; Adam(2e-4, ``betas``)."""
+    name: str  # config.model.name
+    resolution: int
+    channels: int
+    g_width: int
+    d_width: int
+    z_dim: int = 100
+    loss: str = "non_saturating"
+    n_dis: int = 1
+    betas: tuple[float, float] = (0.5, 0.999)
+    spectral_norm: bool = False
+
+
+# DCGAN as in Radford et al. with the PyTorch DCGAN example's step (torch_reference.py);
+# SNGAN-32 as in Miyato et al. 2018, the CIFAR-10 ResNet with the paper's step (torch_sngan.py).
+MODELS = {"dcgan64": Model("dcgan", 64, 3, 64, 64), "dcgan32": Model("dcgan", 32, 3, 64, 64),
+          "dcgan28": Model("dcgan", 28, 1, 32, 32),
+          "sngan32": Model("resnet", 32, 3, 256, 128, z_dim=128, loss="hinge", n_dis=5,
+                           betas=(0.0, 0.9), spectral_norm=True)}
+
+
+def _model(model: str) -> Model:
+    if model not in MODELS:
+        raise ConfigError(f"Unknown benchmark model {model!r}; choose from {sorted(MODELS)}.")
+    return MODELS[model]
 
 
 def bench_config(model: str, batch: int, dtype: str, k: int, share_fake: bool = True,
                  devices: int = 0):
-    """The trainer config of the benchmarked step: one D + one G update, non-saturating
-    loss, Adam(2e-4, 0.5); ``share_fake``: G reuses D's fake batch, as PyTorch's DCGAN;
-    ``devices``: the first N of this process's (0: all)."""
-    if model not in MODELS:
-        raise ConfigError(f"Unknown benchmark model {model!r}; choose from {sorted(MODELS)}.")
-    _, _, width = MODELS[model]
+    """The trainer config of the benchmarked step (``MODELS``); ``share_fake`` (one D
+    update only): G reuses D's fake batch, as PyTorch's DCGAN example; ``devices``: the
+    first N of this process's (0: all)."""
+    spec = _model(model)
     c = config_lib.defaults()
-    c.model.name, c.model.g_width, c.model.d_width = "dcgan", width, width
+    c.model.name, c.model.g_width, c.model.d_width = spec.name, spec.g_width, spec.d_width
+    c.model.z_dim, c.model.spectral_norm = spec.z_dim, spec.spectral_norm
+    c.loss, c.n_dis = spec.loss, spec.n_dis
     c.dtype, c.batch_size, c.steps_per_dispatch = dtype, batch, k
-    c.share_fake = share_fake
+    c.share_fake = share_fake and spec.n_dis == 1
     c.parallel.num_devices = devices
     for opt in (c.optimizer.g, c.optimizer.d):
-        opt.learning_rate, opt.b1, opt.b2, opt.eps = 2e-4, 0.5, 0.999, 1e-8
+        opt.learning_rate, opt.eps = 2e-4, 1e-8
+        opt.b1, opt.b2 = spec.betas
     c.num_steps = c.log_every = c.sample_every = c.checkpoint.every = k
     return config_lib.validate(c)
+
+
+def time_torch(model: str, batch: int, setting: str, *, windows: int = 5,
+               window_steps: int = 20, device: str | None = None) -> dict:
+    """The PyTorch reference's row for ``model`` at ``batch`` in ``setting``
+    (``mode:dtype[:cl]``, torch_reference.parse_setting): the same model and step as
+    gan_jax's, DCGAN's from torch_reference, SNGAN's from torch_sngan."""
+    mode, dtype, channels_last = torch_reference.parse_setting(setting)
+    spec = _model(model)
+    kw = dict(dtype=dtype, mode=mode, channels_last=channels_last, windows=windows,
+              window_steps=window_steps, device=device)
+    if spec.name == "resnet":
+        from gan_jax.perf import torch_sngan  # Imports PyTorch.
+        row = torch_sngan.time_pytorch(batch, g_width=spec.g_width, d_width=spec.d_width,
+                                       z_dim=spec.z_dim, n_dis=spec.n_dis, **kw)
+    else:
+        row = torch_reference.time_pytorch(spec.resolution, spec.channels, spec.g_width,
+                                           batch, **kw)
+    return dict(row, model=model)
 
 
 def matmul_peak(dtype=None, n: int | None = None, reps: int = 10) -> float:
@@ -104,6 +152,12 @@ PRESETS = {
                  combine=True,
                  # Leaves ~90 s of gpu_benchmark.sh's 5 minutes to the FID Inception's part.
                  time_budget_s=210),
+    # SNGAN-32 beside PyTorch's eager step (the anchors: 152 ms fp32, 197 ms bf16 autocast;
+    # torch.compile failed on the spectral-norm parametrisation), at the paper's batch.
+    "h200_sngan32": dict(models=["sngan32"], batch_sizes=["64"],
+                         dtypes=["float32", "bfloat16"], steps_per_dispatch=["1"],
+                         torch=["eager:float32", "eager:bfloat16"], windows=5,
+                         window_steps=10, ablate=[], profile=False),
     "cpu": dict(models=["dcgan64"], batch_sizes=["16"], dtypes=["float32"],
                 steps_per_dispatch=["1", "2"], torch=["eager:float32", "eager:bfloat16"],
                 windows=5, window_steps=6, profile=True,
@@ -203,9 +257,11 @@ def variant_spec(variant: dict) -> str:
 
 
 def _dataset_shape(model: str, batch: int) -> tuple[int, ...]:
-    """The benchmark's device-resident dataset: at least 4096 images, and two batches."""
-    resolution, channels, _ = MODELS[model]
-    return (max(4096, 2 * batch), resolution, resolution, channels)
+    """The benchmark's device-resident dataset: at least 4096 images, and two steps' real
+    batches (n_dis batches a step)."""
+    spec = _model(model)
+    return (max(4096, 2 * batch * spec.n_dis), spec.resolution, spec.resolution,
+            spec.channels)
 
 
 def _engine(model: str, batch: int, dtype: str, k: int, variant: dict, mesh=None,
@@ -214,6 +270,10 @@ def _engine(model: str, batch: int, dtype: str, k: int, variant: dict, mesh=None
     unknown = sorted(set(variant) - set(VARIANTS))
     if unknown:
         raise TypeError(f"Got unknown ablations {unknown}; choose from {sorted(VARIANTS)}.")
+    if "share_fake" in variant and _model(model).n_dis > 1:
+        raise ConfigError(f"{model} takes {_model(model).n_dis} D updates a step, each on a "
+                          "fresh fake batch: share_fake (G reusing D's one fake batch) does not "
+                          "apply to it.")
     v = {**DEFAULTS, **variant}
     config = bench_config(model, batch, dtype, k, v["share_fake"], devices)
     shape = _dataset_shape(model, batch)[1:]
@@ -332,7 +392,8 @@ def step_flops(model: str, batch: int, devices: int = 1, **variant) -> float:
     same for both frameworks; ``variant``: an ablation's, e.g. share_fake=0's one more G
     forward)."""
     shape = _dataset_shape(model, batch)[1:]
+    rows = batch * _model(model).n_dis  # A step's real images.
     engine, _ = _engine(model, batch, "float32", 1, variant,
-                        images=np.zeros((2 * batch, *shape), np.uint8), devices=devices)
+                        images=np.zeros((2 * rows, *shape), np.uint8), devices=devices)
     return flops.count(engine.train_step, engine.abstract_state(),
-                       jax.ShapeDtypeStruct((batch, *shape), jnp.uint8))
+                       jax.ShapeDtypeStruct((rows, *shape), jnp.uint8))

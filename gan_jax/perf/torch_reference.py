@@ -3,11 +3,13 @@
 Step (as the PyTorch DCGAN example computes it): G draws one fake batch; D takes one Adam
 step on real and fake (non-saturating BCE on logits); G takes one Adam step on D's verdict
 on that same fake batch. Data are random uint8 images resident on the device. PyTorch is an
-optional extra (``pip install -e .[torch]``), imported only here.
+optional extra (``pip install -e .[torch]``), imported only by the references: this one
+and torch_sngan.py (SNGAN-32), which builds on its ``setup``, ``g_step`` and ``time_steps``.
 """
 import gc
 import statistics
 import time
+import types
 
 from gan_jax.errors import ConfigError
 
@@ -65,6 +67,52 @@ def parse_setting(setting: str) -> tuple[str, str, bool]:
     return parts[0], parts[1], parts[2:] == ["cl"]
 
 
+def run_as(torch, mode: str, *modules):
+    """The modules as a step in ``mode`` calls them: themselves (eager), or compiled."""
+    if mode == "eager":
+        return modules
+    # Each setting compiles afresh, as if alone in the process: past 8 graphs of
+    # nn.Sequential.forward (3 a setting) dynamo falls back to eager. Static shapes:
+    # G and D share that forward, so automatic dynamic shapes took D's input for a
+    # new size of G's and compiled D for any shape.
+    torch.compiler.reset()
+    kind = "default" if mode == "compile" else mode
+    return tuple(torch.compile(m, mode=kind, dynamic=False) for m in modules)
+
+
+def setup(torch, make_nets, *, betas, dtype: str, mode: str, channels_last: bool,
+          device: str, seed: int = 0) -> types.SimpleNamespace:
+    """What each reference step is built on: cuDNN autotuning on CUDA; G and D from
+    ``make_nets()`` after seeding, on ``device`` in the memory format ``fmt``; Adam(2e-4,
+    ``betas``) for each (``opt_g``, ``opt_d``; fused on CUDA); ``g_run`` and ``d_run``, the
+    nets as ``mode`` runs them (G and D compiled, the optimizers not); ``begin()``, which
+    a step calls first; ``autocast``, the context of G's and D's calls."""
+    check_mode(mode)
+    if device == "cuda":
+        torch.backends.cudnn.benchmark = True
+    torch.manual_seed(seed)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    G, D = (m.to(device).to(memory_format=fmt) for m in make_nets())
+    adam = dict(lr=2e-4, betas=betas, fused=True if device == "cuda" else None)
+    g_run, d_run = run_as(torch, mode, G, D)
+    # CUDA graph replays reuse their output memory: say where a step begins, so that the
+    # last step's outputs may be overwritten.
+    begin = (torch.compiler.cudagraph_mark_step_begin if mode in MODES[2:] and
+             device == "cuda" else lambda: None)
+    return types.SimpleNamespace(
+        G=G, D=D, fmt=fmt, opt_g=torch.optim.Adam(G.parameters(), **adam),
+        opt_d=torch.optim.Adam(D.parameters(), **adam), g_run=g_run, d_run=d_run,
+        begin=begin, autocast=torch.autocast(device_type=device, dtype=torch.bfloat16,
+                                             enabled=dtype == "bfloat16"))
+
+
+def g_step(torch, g_loss, g_params, opt_g) -> None:
+    """G's Adam step on ``g_loss``, asking autograd for G's gradients only."""
+    for p, grad in zip(g_params, torch.autograd.grad(g_loss, g_params)):
+        p.grad = grad
+    opt_g.step()
+
+
 def make_step(resolution: int, channels: int, width: int, batch: int, *, dtype: str,
               mode: str = "eager", channels_last: bool = False, device: str = "cpu",
               seed: int = 0):
@@ -74,74 +122,59 @@ def make_step(resolution: int, channels: int, width: int, batch: int, *, dtype: 
     one of MODES (G and D compiled, the optimizers not). Returns ``(step, G, D)``;
     ``step()`` returns the detached D and G losses."""
     import torch
-    check_mode(mode)
-    if device == "cuda":
-        torch.backends.cudnn.benchmark = True
-    torch.manual_seed(seed)
-    G, D = (m.to(device) for m in _nets(torch, resolution, channels, width))
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    G, D = G.to(memory_format=fmt), D.to(memory_format=fmt)
-    adam = dict(lr=2e-4, betas=(0.5, 0.999), fused=True if device == "cuda" else None)
-    opt_g = torch.optim.Adam(G.parameters(), **adam)
-    opt_d = torch.optim.Adam(D.parameters(), **adam)
-    g_params = list(G.parameters())
+    s = setup(torch, lambda: _nets(torch, resolution, channels, width), betas=(0.5, 0.999),
+              dtype=dtype, mode=mode, channels_last=channels_last, device=device, seed=seed)
+    g_params = list(s.G.parameters())
     bce = torch.nn.BCEWithLogitsLoss()
     data = torch.randint(0, 256, (max(4096, 2 * batch), channels, resolution, resolution),
                          dtype=torch.uint8, device=device)
     ones = torch.ones(batch, device=device)
     zeros = torch.zeros(batch, device=device)
-    if mode == "eager":
-        g_run, d_run = G, D
-    else:
-        # Each setting compiles afresh, as if alone in the process: past 8 graphs of
-        # nn.Sequential.forward (3 a setting) dynamo falls back to eager. Static shapes:
-        # G and D share that forward, so automatic dynamic shapes took D's input for a
-        # new size of G's and compiled D for any shape.
-        torch.compiler.reset()
-        kind = "default" if mode == "compile" else mode
-        g_run, d_run = (torch.compile(m, mode=kind, dynamic=False) for m in (G, D))
-    # CUDA graph replays reuse their output memory: say where a step begins, so that the
-    # last step's outputs may be overwritten.
-    begin = (torch.compiler.cudagraph_mark_step_begin if mode in MODES[2:] and
-             device == "cuda" else lambda: None)
-    autocast = torch.autocast(device_type=device, dtype=torch.bfloat16,
-                              enabled=dtype == "bfloat16")
 
     def step():
-        begin()
+        s.begin()
         idx = torch.randint(0, data.shape[0], (batch,), device=device)
-        real = (data[idx].float() / 127.5 - 1.0).contiguous(memory_format=fmt)
+        real = (data[idx].float() / 127.5 - 1.0).contiguous(memory_format=s.fmt)
         z = torch.randn(batch, 100, 1, 1, device=device)
-        with autocast:
-            fake = g_run(z)
-            d_loss = (bce(d_run(real).view(-1).float(), ones)
-                      + bce(d_run(fake.detach()).view(-1).float(), zeros))
-        opt_d.zero_grad(set_to_none=True)
+        with s.autocast:
+            fake = s.g_run(z)
+            d_loss = (bce(s.d_run(real).view(-1).float(), ones)
+                      + bce(s.d_run(fake.detach()).view(-1).float(), zeros))
+        s.opt_d.zero_grad(set_to_none=True)
         d_loss.backward()
-        opt_d.step()
-        with autocast:
-            g_loss = bce(d_run(fake).view(-1).float(), ones)
-        for p, grad in zip(g_params, torch.autograd.grad(g_loss, g_params)):
-            p.grad = grad
-        opt_g.step()
+        s.opt_d.step()
+        with s.autocast:
+            g_loss = bce(s.d_run(fake).view(-1).float(), ones)
+        g_step(torch, g_loss, g_params, s.opt_g)
         return d_loss.detach(), g_loss.detach()
 
-    return step, G, D
+    return step, s.G, s.D
 
 
 def time_pytorch(resolution: int, channels: int, width: int, batch: int, *, dtype: str,
                  mode: str = "eager", channels_last: bool = False, windows: int = 5,
                  window_steps: int = 20, device: str | None = None) -> dict:
+    make = lambda device: make_step(resolution, channels, width, batch, dtype=dtype, mode=mode,
+                                    channels_last=channels_last, device=device)[0]
+    return time_steps(make, batch, dtype=dtype, mode=mode, channels_last=channels_last,
+                      windows=windows, window_steps=window_steps, device=device)
+
+
+def time_steps(make, batch: int, *, dtype: str, mode: str, channels_last: bool,
+               windows: int, window_steps: int, device: str | None = None,
+               warmup: int = 3) -> dict:
+    """Times ``make(device)``'s step (which returns the detached D and G losses): median
+    over ``windows`` windows of ``window_steps`` steps, synchronising at window edges only,
+    after ``warmup`` steps (cuDNN's autotuning, torch.compile)."""
     import torch
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda":  # This setting's peak, not the process's so far.
         gc.collect()  # Earlier settings' tensors, if a cycle still holds them.
         torch.cuda.reset_peak_memory_stats()
-    step, _, _ = make_step(resolution, channels, width, batch, dtype=dtype, mode=mode,
-                           channels_last=channels_last, device=device)
+    step = make(device)
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     t = time.perf_counter()
-    for _ in range(3):
+    for _ in range(warmup):
         step()
     sync()
     warmup_s = time.perf_counter() - t
