@@ -73,6 +73,12 @@ class Generator(nn.Module):
         else:
             norm = lambda: _Norm(self.dtype, self.param_dtype, self.axis_name)
         c = self.width * 2 ** (n - 1)
+        if self.num_classes:
+            # The class also joins the latent, one-hot (Mirza and Osindero 2014), so G's first
+            # layer lays the digit out by class: conditional BatchNorm alone learned the class
+            # slowly, and a learned embedding there grew until G ignored z (docs/evaluation.md).
+            z_BZ = jnp.concatenate([z_BZ, jax.nn.one_hot(y, self.num_classes, dtype=z_BZ.dtype)],
+                                   axis=-1)
         h = nn.Dense(base * base * c, use_bias=False, dtype=self.dtype,
                      param_dtype=self.param_dtype, kernel_init=_W_INIT)(z_BZ)
         h = nn.relu(norm()(h.reshape((-1, base, base, c)), train))
