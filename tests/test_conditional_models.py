@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from gan_jax import models, state as state_lib
-from gan_jax.models import dcgan, mlp, resnet
+from gan_jax.models import dcgan, layers, mlp, resnet
 from gan_jax.trainer.config import defaults
 
 KEY = jax.random.PRNGKey(0)
@@ -114,3 +114,16 @@ def test_conditional_configs_need_labels_and_a_conditional_model():
     with pytest.raises(ConfigError, match="no conditional form"):
         models.build(c, (28, 28, 1), num_classes=10)
     assert models.num_classes(mlp.Generator()) == 0
+
+
+def test_class_input_appends_the_one_hot_to_z():
+    z = jnp.ones((3, 4))
+    out = np.asarray(layers.with_class(z, jnp.array([0, 2, 1]), 3))
+    np.testing.assert_array_equal(out[:, :4], 1.0)
+    np.testing.assert_array_equal(out[:, 4:], np.eye(3)[[0, 2, 1]])
+    assert layers.with_class(z, None, 0) is z and layers.with_class(z, Y, 10, False) is z
+    G = dcgan.Generator(resolution=28, width=8, channels=1, z_dim=8, num_classes=10)
+    sizes = [state_lib.param_count(jax.eval_shape(lambda: g.init(
+        KEY, jnp.zeros((2, 8)), Y[:2], train=False))["params"])
+        for g in (G, G.clone(class_input=True))]
+    assert sizes[1] - sizes[0] == 10 * 7 * 7 * 16  # One Dense row per class.

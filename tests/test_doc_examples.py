@@ -154,7 +154,9 @@ def _check_what_the_doc_says(doc, scopes, tmp):
         summary = json.loads((tmp / "runs/mnist_mlp/summary.json").read_text())
         assert (summary["steps"], summary["resumed_from"]) == (160, 40)
         assert json.loads((tmp / "runs/mnist_mlp/config.json").read_text())["num_steps"] == 160
-        [scope] = scopes  # The custom writer's run.
+        conditional, scope = scopes  # The conditional step, then the custom writer's run.
+        assert conditional["images"].shape == (3, 28, 28, 1)
+        assert int(conditional["s"].step) == 1 and "d_loss" in conditional["metrics"]
         assert scope["summary"]["steps"] == 40
     elif doc == "docs/checkpoints.md":
         assert (tmp / "grid.png").exists()

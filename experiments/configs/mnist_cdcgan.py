@@ -1,5 +1,5 @@
 """Class-conditional DCGAN on MNIST 28x28: mnist_dcgan.py's G and D widths, batch and 5,000
-steps, made conditional: G takes a class embedding beside z and conditional BatchNorm (each
+steps, made conditional: G takes the class one-hot beside z and conditional BatchNorm (each
 BatchNorm's scale and shift looked up from the digit asked for); D is an SN-DCGAN (every
 layer spectrally normalised, no BatchNorm) with a projection of the class (Miyato and
 Koyama 2018). As for SNGAN: hinge loss, Adam(2e-4, b1=0, b2=0.9) for both players. D
@@ -19,6 +19,7 @@ from experiments.configs import mnist_dcgan
 def get_config(variant: str | None = None):
     c = mnist_dcgan.get_config(variant)
     c.model.conditional = True
+    c.model.class_input = True
     c.model.spectral_norm = True
     c.loss = "hinge"
     for opt in (c.optimizer.g, c.optimizer.d):

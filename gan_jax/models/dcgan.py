@@ -19,7 +19,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from gan_jax.models.layers import ConditionalBatchNorm, ProjectionHead, UpConv, spectral
+from gan_jax.models.layers import (ConditionalBatchNorm, ProjectionHead, UpConv, spectral,
+                                   with_class)
 
 # N(0, 0.02) weights and N(1, 0.02) BatchNorm scales, as in the paper.
 _W_INIT = nn.initializers.normal(0.02)
@@ -59,6 +60,7 @@ class Generator(nn.Module):
     width: int = 64
     channels: int = 3
     num_classes: int = 0  # > 0: conditional BatchNorm on the class ``y``.
+    class_input: bool = False  # The class one-hot also joins z (layers.with_class).
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
     axis_name: str | None = None  # Set to the pmap axis to synchronise BatchNorm.
@@ -73,12 +75,7 @@ class Generator(nn.Module):
         else:
             norm = lambda: _Norm(self.dtype, self.param_dtype, self.axis_name)
         c = self.width * 2 ** (n - 1)
-        if self.num_classes:
-            # The class also joins the latent, one-hot (Mirza and Osindero 2014), so G's first
-            # layer lays the digit out by class: conditional BatchNorm alone learned the class
-            # slowly, and a learned embedding there grew until G ignored z (docs/evaluation.md).
-            z_BZ = jnp.concatenate([z_BZ, jax.nn.one_hot(y, self.num_classes, dtype=z_BZ.dtype)],
-                                   axis=-1)
+        z_BZ = with_class(z_BZ, y, self.num_classes, self.class_input)
         h = nn.Dense(base * base * c, use_bias=False, dtype=self.dtype,
                      param_dtype=self.param_dtype, kernel_init=_W_INIT)(z_BZ)
         h = nn.relu(norm()(h.reshape((-1, base, base, c)), train))

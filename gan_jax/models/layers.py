@@ -113,6 +113,13 @@ class ConditionalBatchNorm(nn.Module):
         return h * gamma.reshape(shape).astype(h.dtype) + beta.reshape(shape).astype(h.dtype)
 
 
+def with_class(z_BZ, y_B, num_classes: int, enabled: bool = True):
+    """``z`` with the class one-hot appended (Mirza and Osindero 2014's conditional input)."""
+    if not (enabled and num_classes):
+        return z_BZ
+    return jnp.concatenate([z_BZ, jax.nn.one_hot(y_B, num_classes, dtype=z_BZ.dtype)], axis=-1)
+
+
 class ProjectionHead(nn.Module):
     """D's last layer: a logit from features ``h_BC``, plus, for a conditional D, the
     projection ``<embed(y), h>`` of Miyato and Koyama 2018. Returns logits ``[B]``."""

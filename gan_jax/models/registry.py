@@ -39,6 +39,7 @@ def build(model_cfg, image_shape, dtype: str = "float32", axis_name: str | None 
                               "class labels (or dataset.label_key is ''); train it "
                               "unconditionally or use a labelled dataset.")
         classes = int(num_classes)
+    class_input = bool(classes) and model_cfg.get("class_input", False)
     if name in ("dcgan", "resnet") and h != w:
         raise ConfigError(f"{name} needs square images, the dataset has {h}x{w}; set "
                           "dataset.resolution to center-crop and resize them.")
@@ -51,8 +52,8 @@ def build(model_cfg, image_shape, dtype: str = "float32", axis_name: str | None 
                 mlp.Discriminator(hidden=model_cfg.d_width, dtype=dt))
     if name == "dcgan":
         return (dcgan.Generator(resolution=h, z_dim=model_cfg.z_dim, width=model_cfg.g_width,
-                                channels=c, num_classes=classes, dtype=dt,
-                                axis_name=axis_name),
+                                channels=c, num_classes=classes, class_input=class_input,
+                                dtype=dt, axis_name=axis_name),
                 dcgan.Discriminator(resolution=h, width=model_cfg.d_width, num_classes=classes,
                                     spectral_norm=model_cfg.get("spectral_norm", False),
                                     dtype=dt, axis_name=axis_name))
@@ -61,8 +62,8 @@ def build(model_cfg, image_shape, dtype: str = "float32", axis_name: str | None 
             raise ConfigError(f"The resnet model supports resolutions {resnet.RESOLUTIONS}, "
                               f"the dataset has {h}; set dataset.resolution.")
         return (resnet.Generator(resolution=h, z_dim=model_cfg.z_dim, width=model_cfg.g_width,
-                                 channels=c, num_classes=classes, dtype=dt,
-                                 axis_name=axis_name),
+                                 channels=c, num_classes=classes, class_input=class_input,
+                                 dtype=dt, axis_name=axis_name),
                 resnet.Discriminator(resolution=h, width=model_cfg.d_width, num_classes=classes,
                                      spectral_norm=model_cfg.get("spectral_norm", True),
                                      dtype=dt))

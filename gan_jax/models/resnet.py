@@ -17,7 +17,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from gan_jax.models.layers import ConditionalBatchNorm, ProjectionHead, spectral
+from gan_jax.models.layers import ConditionalBatchNorm, ProjectionHead, spectral, with_class
 
 _RES_INIT = nn.initializers.variance_scaling(2.0, "fan_avg", "uniform")  # gain sqrt(2)
 _INIT = nn.initializers.xavier_uniform()
@@ -99,6 +99,7 @@ class Generator(nn.Module):
     width: int = 256
     channels: int = 3
     num_classes: int = 0  # > 0: conditional BatchNorm on the class ``y``.
+    class_input: bool = False  # The class one-hot also joins z (layers.with_class).
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
     axis_name: str | None = None
@@ -106,6 +107,7 @@ class Generator(nn.Module):
     @nn.compact
     def __call__(self, z_BZ, y=None, train: bool = True):
         _check(self.resolution)
+        z_BZ = with_class(z_BZ, y, self.num_classes, self.class_input)
         base, divisors = _G_LAYOUT[self.resolution]
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         c = self.width // divisors[0]

@@ -30,8 +30,9 @@ def defaults() -> ml_collections.ConfigDict:
     # name: mlp | dcgan | resnet (SNGAN's). conditional: G and D take the dataset's classes
     # (conditional BatchNorm, projection D); fake_labels: G's classes are drawn "uniform"
     # or with the training data's class frequencies ("data"). spectral_norm: D's layers (dcgan, resnet).
+    # class_input: G also takes the class one-hot beside z (Mirza and Osindero).
     c.model = dict(name="mlp", z_dim=100, g_width=256, d_width=128, conditional=False,
-                   fake_labels="uniform", spectral_norm=False)
+                   fake_labels="uniform", class_input=False, spectral_norm=False)
     c.loss = "non_saturating"  # minimax | non_saturating | hinge | wasserstein | least_squares
     c.n_dis = 1
     c.share_fake = False  # G's update reuses D's fake batch (and G's forward), as PyTorch's DCGAN.
