@@ -208,10 +208,10 @@ def test_resume_with_other_shapes_fails_first_and_changes_nothing(mnist_dir, tmp
     c.num_steps = 40  # Unfinished, so it resumes (a finished run is not even compiled).
     build = models.build
 
-    def wider(model_cfg, image_shape, dtype="float32", axis_name=None):
+    def wider(model_cfg, image_shape, dtype="float32", axis_name=None, num_classes=None):
         model_cfg = model_cfg.copy_and_resolve_references()
         model_cfg.g_width = 64
-        return build(model_cfg, image_shape, dtype, axis_name)
+        return build(model_cfg, image_shape, dtype, axis_name, num_classes)
 
     monkeypatch.setattr(trainer_loop.models, "build", wider)
     with pytest.raises(CheckpointError) as e:
