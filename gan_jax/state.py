@@ -35,16 +35,20 @@ def _split(variables):
     return params, variables
 
 
+def init_variables(key, module, x):
+    """``module``'s variables for inputs shaped like ``x``, and class 0 for a conditional
+    one; ``x`` holds two examples, so BatchNorm sees a batch with a defined variance."""
+    y = {"y": jnp.zeros((x.shape[0],), jnp.int32)} if getattr(module, "num_classes", 0) else {}
+    return module.init(key, x, train=False, **y)
+
+
 def create(rng, G, D, *, g_tx, d_tx, image_shape) -> GANState:
     """Initialises G and D (their ``z_dim`` and ``image_shape`` fix the shapes) and both
     optimizers. Pure: ``jax.jit(create, static_argnums=(1, 2), static_argnames=...)`` works."""
     g_key, d_key, run_key = jax.random.split(rng, 3)
-    # Two examples, so BatchNorm sees a batch with a defined variance.
-    y = lambda m: {"y": jnp.zeros((2,), jnp.int32)} if getattr(m, "num_classes", 0) else {}
-    g_params, g_vars = _split(G.init(g_key, jnp.zeros((2, G.z_dim), jnp.float32), train=False,
-                                     **y(G)))
-    d_params, d_vars = _split(D.init(d_key, jnp.zeros((2, *image_shape), jnp.float32),
-                                     train=False, **y(D)))
+    g_params, g_vars = _split(init_variables(g_key, G, jnp.zeros((2, G.z_dim), jnp.float32)))
+    d_params, d_vars = _split(init_variables(d_key, D,
+                                             jnp.zeros((2, *image_shape), jnp.float32)))
     return GANState(
         step=jnp.zeros((), jnp.int32), rng=run_key,
         g_params=g_params, g_vars=g_vars, g_opt_state=g_tx.init(g_params),

@@ -9,6 +9,7 @@ import ml_collections
 import numpy as np
 
 from gan_jax import models, sampling
+from gan_jax.state import init_variables
 from gan_jax.errors import ConfigError, WorkdirError
 from gan_jax.trainer import config as config_lib
 from gan_jax.trainer.checkpoint import (CheckpointDamagedError, CheckpointError, Checkpointer,
@@ -139,10 +140,8 @@ def load_generator(workdir, *, step: int | None = None, ema: bool = True):
     config = ml_collections.ConfigDict(info["config"])
     G, _ = models.build(config.model, tuple(info["image_shape"]), config.dtype,
                         num_classes=info.get("num_classes"))
-    classes = models.num_classes(G)
-    y = {"y": jnp.zeros((2,), jnp.int32)} if classes else {}
-    expected = jax.eval_shape(lambda: G.init(jax.random.PRNGKey(0),
-                                             jnp.zeros((2, G.z_dim)), train=False, **y))
+    expected = jax.eval_shape(lambda: init_variables(jax.random.PRNGKey(0), G,
+                                                     jnp.zeros((2, G.z_dim))))
     saved = {"params": g["params"], **(g.get("vars") or {})}
     problems = shape_mismatches(leaf_specs(saved), leaf_specs(expected))
     if problems:
@@ -153,7 +152,7 @@ def load_generator(workdir, *, step: int | None = None, ema: bool = True):
     g_vars = g.get("vars") or {}
     draw = jax.jit(lambda z, y=None: sampling.generate(G, params, g_vars, z, y,
                                                         batch_stats=ema))
-    return draw, G.z_dim, step, {**info, "conditional_classes": classes}
+    return draw, G.z_dim, step, {**info, "conditional_classes": models.num_classes(G)}
 
 
 def sample(workdir, num: int = 64, *, step: int | None = None, ema: bool = True,
