@@ -10,8 +10,7 @@ import sys
 import jax
 import numpy as np
 
-from gan_jax import models
-from gan_jax.trainer import engine as trainer_engine
+from gan_jax.trainer import families
 from gan_jax.trainer import config as config_lib
 from gan_jax.trainer.checkpoint import Checkpointer
 
@@ -65,8 +64,7 @@ def assert_trees_equal(a, b):
 def restore(workdir, config, step=None):
     """(state, run info) of an MNIST run's checkpoint: the latest, or the one at ``step``."""
     config = config_lib.validate(config)
-    G, D = models.build(config.model, (28, 28, 1), config.dtype, num_classes=10)
-    create = jax.jit(trainer_engine.make_create(config, G, D, (28, 28, 1)))
+    create = jax.jit(families.build(config, (28, 28, 1), 10).create((28, 28, 1)))
     ckpt = Checkpointer(workdir / "checkpoints", read_only=True)
     try:
         return ckpt.restore(create(jax.random.PRNGKey(1)), step)

@@ -21,7 +21,7 @@ from tests.helpers import CIFAR10_CLASSES, REPO, load_config, prepare_tiny, run_
 
 CONFIGS = ("cifar10_sngan", "cifar10_cgan_pd", "cifar10_wgan_gp", "celeba64_sngan")
 DATASET = {"cifar10_sngan": "cifar10", "cifar10_cgan_pd": "cifar10",
-           "cifar10_wgan_gp": "cifar10", "celeba64_sngan": "celeb_a"}
+           "cifar10_wgan_gp": "cifar10", "celeba64_sngan": "celeb_a", "cifar10_vae": "cifar10"}
 # Mimicry's FID for each (its README's tables), which each docstring must state.
 MIMICRY_FID = {"cifar10_sngan": "16.77", "cifar10_cgan_pd": "10.84",
                "cifar10_wgan_gp": "22.29", "celeba64_sngan": "5.71"}
@@ -136,7 +136,8 @@ def test_cifar10_sngan_smoke_trains_through_the_cli(tiny_dir, tmp_path):
     assert info["config"]["dataset"]["data_dir"] == tiny_dir
 
 
-@pytest.mark.parametrize("name", ["cifar10_cgan_pd", "cifar10_wgan_gp", "celeba64_sngan"])
+@pytest.mark.parametrize("name", ["cifar10_cgan_pd", "cifar10_wgan_gp", "celeba64_sngan",
+                                  "cifar10_vae"])
 def test_smoke_config_trains_on_the_tiny_dataset(name, tiny_dir, tmp_path):
     c = load_config(name, "smoke")
     c.dataset.data_dir = tiny_dir
@@ -144,7 +145,8 @@ def test_smoke_config_trains_on_the_tiny_dataset(name, tiny_dir, tmp_path):
     # celeb_a's 218x178 images are centre-cropped and resized, to 32 px in the smoke run.
     info = _check_run(tmp_path / "run", 32, num_classes=10 if name == "cifar10_cgan_pd" else 0)
     lines = [json.loads(s) for s in (tmp_path / "run/metrics.jsonl").read_text().splitlines()]
-    losses = [m for m in lines if "d_loss" in m]
+    losses = [m for m in lines if "d_loss" in m or "nelbo" in m]
+    assert losses
     # The gradient penalty is on, and only, in the WGAN-GP run.
     assert all(("d_penalty" in m) == (name == "cifar10_wgan_gp") for m in losses)
     if name == "celeba64_sngan":
@@ -153,7 +155,7 @@ def test_smoke_config_trains_on_the_tiny_dataset(name, tiny_dir, tmp_path):
 
 # -- without the dataset -------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", ["cifar10_sngan", "celeba64_sngan"])
+@pytest.mark.parametrize("name", ["cifar10_sngan", "celeba64_sngan", "cifar10_vae"])
 def test_missing_dataset_is_one_error_line_saying_how_to_prepare_it(name, tmp_path):
     empty = tmp_path / "tfds"
     empty.mkdir()

@@ -36,9 +36,9 @@ from orbax.checkpoint import checkpoint_managers as policies
 
 from gan_jax import parallel
 from gan_jax.errors import GanJaxError
-from gan_jax.state import GANState
 
-_ARRAY_ITEMS = ("generator", "discriminator", "optimizer", "progress")
+# Every family's parts (``state.parts()``); a checkpoint holds its own family's.
+_ARRAY_ITEMS = ("generator", "discriminator", "encoder", "optimizer", "progress")
 _FINGERPRINT = "crc32"  # Of each array's bytes, C order, little-endian.
 
 
@@ -55,19 +55,12 @@ class CheckpointDamagedError(CheckpointError):
         self.step = step
 
 
-def _split_state(state: GANState) -> dict[str, Any]:
-    return {"generator": {"params": state.g_params, "ema_params": state.ema_params,
-                          "vars": state.g_vars},
-            "discriminator": {"params": state.d_params, "vars": state.d_vars},
-            "optimizer": {"g": state.g_opt_state, "d": state.d_opt_state},
-            "progress": {"step": state.step, "rng": state.rng}}
+def _split_state(state) -> dict[str, Any]:
+    return state.parts()
 
 
-def _join_state(template: GANState, items) -> GANState:
-    g, d, o, p = (items[k] for k in _ARRAY_ITEMS)
-    return template.replace(g_params=g["params"], ema_params=g["ema_params"], g_vars=g["vars"],
-                            d_params=d["params"], d_vars=d["vars"], g_opt_state=o["g"],
-                            d_opt_state=o["d"], step=p["step"], rng=p["rng"])
+def _join_state(template, items):
+    return template.with_parts({k: items[k] for k in template.parts()})
 
 
 def _path(path) -> str:
@@ -182,7 +175,7 @@ class Checkpointer:
     def latest_step(self) -> int | None:
         return self._mngr.latest_step()
 
-    def save(self, state: GANState, run_info: dict, metrics: dict | None = None) -> float:
+    def save(self, state, run_info: dict, metrics: dict | None = None) -> float:
         """Starts saving ``state``; returns the seconds the caller was blocked. Raises
         CheckpointError if this save, or the previous one still in flight, fails."""
         if self._failed is not None:
@@ -250,7 +243,7 @@ class Checkpointer:
                 f"gan_jax: its {item} item is unreadable ({type(e).__name__}: "
                 f"{_one_line(e)}).", step) from None
 
-    def check_compatible(self, abstract_state: GANState, step: int | None = None) -> int:
+    def check_compatible(self, abstract_state, step: int | None = None) -> int:
         """Raises CheckpointError listing every array whose shape or dtype the model does
         not share with the checkpoint; returns the step checked."""
         step = self._check_step(step)
@@ -264,29 +257,31 @@ class Checkpointer:
                 f"({len(problems)} arrays differ):\n  " + "\n  ".join(problems[:40]))
         return step
 
-    def restore(self, template: GANState, step: int | None = None) -> tuple[GANState, dict]:
+    def restore(self, template, step: int | None = None) -> tuple[Any, dict]:
         """The full state (arrays placed like ``template``'s) and the run info at ``step``,
         checked against its fingerprints (CheckpointDamagedError if they differ)."""
         step = self.check_compatible(jax.eval_shape(lambda: template), step)
         targets = _split_state(template)
-        args = {k: ocp.args.StandardRestore(targets[k]) for k in _ARRAY_ITEMS}
+        args = {k: ocp.args.StandardRestore(v) for k, v in targets.items()}
         items = self._restore(step, dict(args, run=ocp.args.JsonRestore()))
         self._verify(step, items)
         return _join_state(template, items), items["run"]
 
-    def restore_generator(self, step: int | None = None) -> tuple[int, dict, dict]:
+    def restore_generator(self, step: int | None = None, part: str = "generator"
+                          ) -> tuple[int, dict, dict]:
         """(step, run info, {"params", "ema_params", "vars"}) without reading D or optimizers;
-        the generator's arrays are checked against their fingerprints."""
+        the generator's arrays are checked against their fingerprints. ``part``: another
+        part to read alone, e.g. a VAE's "encoder"."""
         step = self._check_step(step)
         # Onto one local device: the saved sharding may name devices this process lacks.
         one = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
         target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=one),
-                              self._arrays_metadata(step, "generator"),
+                              self._arrays_metadata(step, part),
                               is_leaf=_is_array_metadata)
-        items = self._restore(step, {"generator": ocp.args.StandardRestore(target),
+        items = self._restore(step, {part: ocp.args.StandardRestore(target),
                                      "run": ocp.args.JsonRestore()})
         self._verify(step, items)
-        return step, items["run"], items["generator"]
+        return step, items["run"], items[part]
 
     def newest_good_generator(self, below: int | None = None) -> int | None:
         """The newest step (under ``below``) whose generator passes its check, or None."""

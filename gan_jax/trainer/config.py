@@ -27,12 +27,21 @@ def defaults() -> ml_collections.ConfigDict:
                      max_examples=0,  # 0: all (device pipeline only).
                      pipeline="device",  # device: held on the accelerator; streaming: grain.
                      augment="")  # DiffAugment ops for D's inputs, e.g. "color,translation,cutout".
-    # name: mlp | dcgan | resnet (SNGAN's). conditional: G and D take the dataset's classes
+    # name: mlp | dcgan | resnet (SNGAN's) | vae (the other family: see c.vae).
+    # conditional: G and D take the dataset's classes
     # (conditional BatchNorm, projection D); fake_labels: G's classes are drawn "uniform"
     # or with the training data's class frequencies ("data"). spectral_norm: D's layers (dcgan, resnet).
     # class_input: G also takes the class one-hot beside z (Mirza and Osindero).
     c.model = dict(name="mlp", z_dim=100, g_width=256, d_width=128, conditional=False,
                    fake_labels="uniform", class_input=False, spectral_norm=False)
+    # The VAE (model.name="vae"; g_width/d_width are the decoder's/encoder's channels, z_dim
+    # its latent size, optimizer.g its one optimizer): the decoder's likelihood "bernoulli"
+    # (of (x + 1) / 2, binarised afresh each step with binarize) or "gaussian" (std sigma on
+    # [-1, 1] pixels, learned per channel from there with learn_sigma); the ELBO's KL term
+    # weighted by beta, ramped linearly from 0 over kl_warmup steps; hidden: the dense
+    # layer's width between the convolutions and z.
+    c.vae = dict(likelihood="bernoulli", binarize=False, sigma=1.0, learn_sigma=False,
+                 beta=1.0, kl_warmup=0, hidden=256)
     c.loss = "non_saturating"  # minimax | non_saturating | hinge | wasserstein | least_squares
     c.n_dis = 1
     c.share_fake = False  # G's update reuses D's fake batch (and G's forward), as PyTorch's DCGAN.
@@ -119,6 +128,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     for key, value, allowed in (("dataset.pipeline", full.dataset.pipeline, ("device", "streaming")),
                                 ("parallel.mode", full.parallel.mode, ("jit", "pmap")),
                                 ("model.fake_labels", full.model.fake_labels, ("uniform", "data")),
+                                ("vae.likelihood", full.vae.likelihood, ("bernoulli", "gaussian")),
                                 ("optimizer.g.decay", full.optimizer.g.decay, ("none", "linear")),
                                 ("optimizer.d.decay", full.optimizer.d.decay, ("none", "linear")),
                                 ("wandb.mode", full.wandb.mode, ("", "online", "offline"))):
@@ -128,7 +138,8 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
                             ("nan_rollbacks", full.nan_rollbacks, 0),
                             ("ema.start", full.ema.start, 0),
                             ("dataset.resolution", full.dataset.resolution, 0),
-                            ("dataset.max_examples", full.dataset.max_examples, 0)):
+                            ("dataset.max_examples", full.dataset.max_examples, 0),
+                            ("vae.kl_warmup", full.vae.kl_warmup, 0)):
         if value < low:  # keep=0 would delete every checkpoint, the one to resume from too.
             raise ConfigError(f"Config key {key!r} must be >= {low}, got {value}.")
     if not 0.0 <= full.ema.decay <= 1.0:

@@ -67,9 +67,13 @@ def make_create(config, G, D, image_shape):
         image_shape=tuple(image_shape))
 
 
+def all_finite(trees):
+    """Whether every array in ``trees`` is finite (one device scalar)."""
+    return _all_finite(trees)
+
+
 @jax.jit
-def all_finite(state):
-    trees = (state.g_params, state.d_params, state.ema_params)
+def _all_finite(trees):
     return jnp.all(jnp.array([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(trees)]))
 
 
@@ -87,9 +91,13 @@ class Engine:
     unroll = None  # The K-step loop unrolled (None: on CPU only; steps.default_unroll).
     data_order = "shuffled"  # Of device-resident data (data.device.ORDERS).
 
-    def __init__(self, config, *, G, D, image_shape, init_key, data_key, data=None,
-                 num_classes: int | None = None, mesh=None, class_probs=None):
+    def __init__(self, config, *, G=None, D=None, family=None, image_shape, init_key,
+                 data_key, data=None, num_classes: int | None = None, mesh=None,
+                 class_probs=None):
+        from gan_jax.trainer import families
         self.config = config
+        # The loop passes its family (trainer.families); G and D alone make a GAN's.
+        self.family = family if family is not None else families.GAN(config, G, D)
         self.class_probs = class_probs
         self.k = config.steps_per_dispatch
         self.rows = config.n_dis * config.batch_size
@@ -97,7 +105,7 @@ class Engine:
         self.streaming = config.dataset.pipeline == "streaming"
         self._init_key, self._data_key = init_key, data_key
         self.image_shape = tuple(image_shape)
-        self._create = make_create(config, G, D, image_shape)
+        self._create = self.family.create(image_shape)
         self._data_host, self._next, self._prefetch, self._pipeline = data, None, None, None
         if self.pmap:
             if jax.process_count() > 1 or self.streaming:
@@ -118,7 +126,7 @@ class Engine:
                 config.parallel.num_devices)
             parallel.check_batch(self.rows, self.mesh)
             self.shards = self.mesh.devices.size
-        self.train_step = self.make_step(G, D)
+        self.train_step = self.make_step(*self.family.networks)
         if self.streaming:
             from gan_jax.data import streaming  # grain and tfds: only when streaming
             ds = config.dataset
@@ -130,14 +138,14 @@ class Engine:
         self.num_classes = self._pipeline.num_classes if self.streaming else num_classes
         self.start_position = self.data_position()  # Where a rollback to step 0 reads.
 
-    def make_step(self, G, D):
-        """The config's train step, laid out for this engine's devices."""
+    def make_step(self, *networks):
+        """The family's train step, laid out for this engine's devices (``networks``: the
+        family's, which subclasses that build another step use)."""
         if self.pmap:
-            return make_step(self.config, G, D, axis_name=parallel.AXIS,
-                             class_probs=self.class_probs)
+            return self.family.step(axis_name=parallel.AXIS, class_probs=self.class_probs)
         # Latent batches split over the devices like the real ones.
-        return make_step(self.config, G, D, batch_sharding=parallel.batch_sharded(self.mesh),
-                         class_probs=self.class_probs)
+        return self.family.step(batch_sharding=parallel.batch_sharded(self.mesh),
+                                class_probs=self.class_probs)
 
     # -- state ---------------------------------------------------------------------------
     def abstract_state(self):
@@ -253,8 +261,13 @@ class Engine:
         return self.compiled(state, batches)
 
     def generator_view(self, state):
-        s = self.checkpoint_view(state)
-        return s.g_params, s.g_vars, s.ema_params
+        """(params, non-param collections, EMA params) of the network that draws samples."""
+        return self.family.generator_view(self.checkpoint_view(state))
+
+    def all_finite(self, state) -> bool:
+        """Whether the family's checked arrays (parameters, EMA) are all finite."""
+        view = self.checkpoint_view(state)
+        return bool(parallel.to_host(all_finite(self.family.checked(view))))
 
     def close(self) -> None:
         if self._prefetch is not None:

@@ -12,12 +12,11 @@ import numpy as np
 
 import gan_jax
 from gan_jax import models, parallel, sampling
-from gan_jax import state as state_lib
 from gan_jax.data import sources
 from gan_jax.errors import ConfigError, DivergenceError
 from gan_jax.files import atomic_write_bytes
 from gan_jax.trainer import config as config_lib
-from gan_jax.trainer import periodic
+from gan_jax.trainer import families, periodic
 from gan_jax.trainer import writers as writers_lib
 from gan_jax.trainer.checkpoint import (CheckpointDamagedError, CheckpointError,
                                         Checkpointer)
@@ -54,7 +53,7 @@ class _Run:
 
 
 def train_and_evaluate(config, workdir, *, writers=()) -> dict:
-    """Trains the GAN that ``config`` describes, writing every artefact into ``workdir``,
+    """Trains the model (GAN or VAE) that ``config`` describes, writing every artefact into ``workdir``,
     resuming from its latest checkpoint if it has one (a larger ``num_steps`` extends the
     run). ``writers``: more ``trainer.writers.Writer`` back-ends. Returns a summary (also
     written to ``summary.json``); ``summary["preempted"]`` is set when SIGTERM/SIGINT
@@ -68,11 +67,12 @@ def train_and_evaluate(config, workdir, *, writers=()) -> dict:
         return done  # Writes nothing: a finished run on a read-only disk says so and exits 0.
     check_directory(workdir)  # A file, or read-only: refused before the data and the compile.
     data, image_shape, num_classes = _load_data(config)
-    G, D = models.build(config.model, image_shape, config.dtype,
-                        axis_name=parallel.AXIS if config.parallel.mode == "pmap" else None,
-                        num_classes=num_classes)
+    family = families.build(
+        config, image_shape, num_classes,
+        axis_name=parallel.AXIS if config.parallel.mode == "pmap" else None)
+    G = family.generator  # What draws the grids and the evaluated samples.
     init_key, data_key, sample_key = jax.random.split(jax.random.PRNGKey(config.seed), 3)
-    engine = Engine(config, G=G, D=D, image_shape=image_shape, init_key=init_key,
+    engine = Engine(config, family=family, image_shape=image_shape, init_key=init_key,
                     data_key=data_key, data=data, num_classes=num_classes,
                     class_probs=_class_probs(config, data, num_classes))
     ck = config.checkpoint
@@ -108,8 +108,7 @@ def train_and_evaluate(config, workdir, *, writers=()) -> dict:
     s0 = engine.checkpoint_view(state)
     classes = f", {engine.num_classes} classes" if engine.num_classes else ""
     say(f"gan_jax: {config.model.name} on {config.dataset.name} {tuple(image_shape)}{classes}, "
-        f"G {state_lib.param_count(s0.g_params):,} params, D "
-        f"{state_lib.param_count(s0.d_params):,} params, {engine.shards} "
+        f"{family.sizes(s0)}, {engine.shards} "
         f"{jax.default_backend()} device(s) in {jax.process_count()} process(es), "
         f"{config.parallel.mode}, {config.dataset.pipeline} data; compiled in {compile_s:.1f}s")
     first_step = step = engine.step_of(state)
@@ -138,7 +137,8 @@ def train_and_evaluate(config, workdir, *, writers=()) -> dict:
 def _train(run: _Run, state, step: int, meter: Meter):
     """Dispatches until num_steps or a stop signal. Each dispatch's metrics are read after
     the next one is queued; the periodic work runs after the dispatch it is due at."""
-    log = LogLines(run.config, run.writer, meter, step, run.loop_start)
+    log = LogLines(run.config, run.writer, meter, step, run.loop_start,
+                   run.engine.family.log_text)
     try:
         while step < run.config.num_steps:
             state, metrics = run.engine.dispatch(state)

@@ -11,7 +11,6 @@ from gan_jax import parallel, sampling
 from gan_jax.errors import DivergenceError
 from gan_jax.eval import evaluate
 from gan_jax.trainer import writers as writers_lib
-from gan_jax.trainer.engine import all_finite
 
 
 def say(*args) -> None:
@@ -59,8 +58,10 @@ class LogLines:
     pending on the device until the next one is queued, and a line waits for them unless the
     host waits for the device at that step anyway (``line(step, now=True)``)."""
 
-    def __init__(self, config, writer, meter: Meter, step: int, loop_start: float):
-        self.config, self.writer, self.meter = config, writer, meter
+    def __init__(self, config, writer, meter: Meter, step: int, loop_start: float,
+                 log_text=lambda metrics: ""):
+        """``log_text(metrics) -> str``: the family's part of a line (its losses)."""
+        self.config, self.writer, self.meter, self.log_text = config, writer, meter, log_text
         self.pending = None  # (step after a dispatch, its metrics, still on the device)
         self.due = None  # The step of a line that waits for the pending metrics.
         self.last = {}  # The last line's means, which a checkpoint records.
@@ -105,10 +106,9 @@ class LogLines:
         self.writer.write_scalars(step, {**self.last, "steps_per_s": rate,
                                          "images_per_s": rate * c.batch_size})
         eta = (c.num_steps - step) / rate if rate > 0 else float("nan")
-        m = self.last
         say(f"step {step}/{c.num_steps} | {rate:,.1f} steps/s | {rate * c.batch_size:,.0f} img/s"
-            f" | d_loss {m['d_loss']:.4f} g_loss {m['g_loss']:.4f} | D(x) {m['d_real']:.3f} "
-            f"D(G(z)) {m['d_fake']:.3f} | elapsed {now - self._loop_start:.0f}s eta {eta:.0f}s")
+            f" | {self.log_text(self.last)} | elapsed {now - self._loop_start:.0f}s eta "
+            f"{eta:.0f}s")
         self._time, self._step, self._paused = now, step, 0.0
 
 
@@ -147,8 +147,10 @@ class Evaluations:
 
     def __call__(self, state, step: int) -> None:
         _, g_vars, ema_params = self.engine.generator_view(state)
+        nelbo = self.engine.family.nelbo(self.engine.checkpoint_view(state))
         t = time.time()
-        self._step, self._values = step, self.evaluator(ema_params, g_vars, step, self.writer)
+        self._step, self._values = step, self.evaluator(ema_params, g_vars, step, self.writer,
+                                                        nelbo)
         say(f"gan_jax: eval at step {step}: " + ", ".join(
             f"{k} {v:.4g}" for k, v in self._values.items()) + f" ({time.time() - t:.1f}s)")
 
@@ -168,7 +170,7 @@ class Saver:
 
     def __call__(self, state, metrics: dict, meter: Meter) -> None:
         view = self.engine.checkpoint_view(state)
-        if not bool(parallel.to_host(all_finite(view))):
+        if not self.engine.all_finite(state):
             raise DivergenceError(f"Step {self.engine.step_of(state)}: the parameters hold a "
                                   "NaN or Inf.")
         # The meter's partial sums make the first log line after a resume the same as in a

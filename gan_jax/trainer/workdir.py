@@ -14,7 +14,7 @@ from gan_jax.errors import ConfigError, WorkdirError
 from gan_jax.trainer import config as config_lib
 from gan_jax.trainer.checkpoint import (CheckpointDamagedError, CheckpointError, Checkpointer,
                                         leaf_specs, shape_mismatches)
-from gan_jax.trainer.engine import make_create
+from gan_jax.trainer import families
 
 
 def saved_config(workdir: pathlib.Path) -> dict | None:
@@ -108,10 +108,8 @@ def _shape_changes(workdir: pathlib.Path, config) -> str:
             return ""
         info = ckpt.run_info()
         shape = tuple(info["image_shape"])
-        G, D = models.build(config.model, shape, config.dtype,
-                            num_classes=info.get("num_classes"))
-        ckpt.check_compatible(jax.eval_shape(make_create(config, G, D, shape),
-                                             jax.random.PRNGKey(0)))
+        family = families.build(config, shape, info.get("num_classes"))
+        ckpt.check_compatible(jax.eval_shape(family.create(shape), jax.random.PRNGKey(0)))
         return ""
     except CheckpointError as e:
         return "\n" + str(e)
@@ -120,7 +118,8 @@ def _shape_changes(workdir: pathlib.Path, config) -> str:
 
 
 def load_generator(workdir, *, step: int | None = None, ema: bool = True):
-    """Reads G's part of a run's checkpoint (D and the optimizer states are never built).
+    """Reads G's part of a run's checkpoint (D and the optimizer states are never built; a
+    VAE's decoder is its G).
     Returns (draw, z_dim, step, run_info): ``draw(z_BZ, y_B=None)`` is a jitted function
     giving float32 images in [-1, 1], NHWC (``y_B``: the classes, for a conditional G);
     ``run_info["conditional_classes"]`` is G's number of classes (0: unconditional)."""
@@ -138,8 +137,7 @@ def load_generator(workdir, *, step: int | None = None, ema: bool = True):
     finally:
         ckpt.close()
     config = ml_collections.ConfigDict(info["config"])
-    G, _ = models.build(config.model, tuple(info["image_shape"]), config.dtype,
-                        num_classes=info.get("num_classes"))
+    G = families.generator(config, tuple(info["image_shape"]), info.get("num_classes"))
     expected = jax.eval_shape(lambda: init_variables(jax.random.PRNGKey(0), G,
                                                      jnp.zeros((2, G.z_dim))))
     saved = {"params": g["params"], **(g.get("vars") or {})}
@@ -189,3 +187,30 @@ def sample_labelled(workdir, num: int = 64, *, label: int | None = None,
         z, y = sampling.latents(seed, num, z_dim), jnp.full((num,), label, jnp.int32)
     out = [sampling.to_uint8(x) for x in sampling.in_chunks(draw, z, chunk, y)]
     return np.concatenate(out), (None if y is None else np.asarray(y)), step
+
+
+def load_vae(workdir, *, step: int | None = None, ema: bool = True):
+    """A VAE run's encoder and decoder from its checkpoint (the optimizer state is never
+    read). Returns (encoder, decoder, params, vars, step, run_info), ``params`` and ``vars``
+    as the state's ``{"encoder", "decoder"}`` trees (the EMA params unless ``ema=False``),
+    for ``gan_jax.vae_steps``' functions."""
+    directory = pathlib.Path(workdir) / "checkpoints"
+    ckpt = Checkpointer(directory, read_only=True)
+    try:
+        info = ckpt.run_info(step)
+        if info["config"]["model"]["name"] != "vae":
+            raise ConfigError(f"{workdir} holds a GAN (model.name="
+                              f"{info['config']['model']['name']!r}), not a VAE; "
+                              "reconstructions, interpolations and the nll metric (the test "
+                              "ELBO) need a run trained with model.name='vae' (drop nll from "
+                              "--metrics for a GAN).")
+        step, info, d = ckpt.restore_generator(step)
+        _, _, e = ckpt.restore_generator(step, part="encoder")
+    finally:
+        ckpt.close()
+    config = ml_collections.ConfigDict(info["config"])
+    family = families.build(config, tuple(info["image_shape"]), info.get("num_classes"))
+    which = "ema_params" if ema else "params"
+    params = {"encoder": e[which], "decoder": d[which]}
+    variables = {"encoder": e.get("vars") or {}, "decoder": d.get("vars") or {}}
+    return family.encoder, family.decoder, params, variables, step, info
