@@ -6,7 +6,9 @@
 
 Metrics: fid, kid, is, pr (precision/recall), dc (density/coverage), and for a conditional
 generator intra_fid (mean of per-class FIDs) and class_acc (share of samples the dataset's
-classifier assigns to the class asked for; MNIST and Fashion-MNIST). A conditional
+classifier assigns to the class asked for; MNIST and Fashion-MNIST), and for a VAE nll (the
+test split's negative ELBO: nats per image and bits_per_dim; alone, it draws no samples).
+A conditional
 generator's samples are class-balanced. The extractor defaults to the MNIST (Fashion-MNIST)
 classifier for MNIST (Fashion-MNIST) runs and the FID Inception otherwise; the reference is
 the run's training split.
@@ -22,7 +24,7 @@ from gan_jax.trainer.evaluation import evaluate_checkpoint
 _WORKDIR = flags.DEFINE_string("workdir", None, "The run's workdir.", required=True)
 _METRICS = flags.DEFINE_string("metrics", "fid,kid,is",
                                "Comma-separated: fid,kid,is,pr,dc; for a conditional "
-                               "generator also intra_fid,class_acc.")
+                               "generator also intra_fid,class_acc; for a VAE nll.")
 _NUM = flags.DEFINE_integer("num", 10_000, "Generated samples.")
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step; default the latest.")
 _EXTRACTOR = flags.DEFINE_string("extractor", None,

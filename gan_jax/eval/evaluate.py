@@ -17,7 +17,8 @@ from gan_jax.eval import features as features_lib
 from gan_jax.eval import metrics as M
 from gan_jax.eval import reference as reference_lib
 
-METRICS = ("fid", "kid", "is", "pr", "dc", *conditional.METRICS)
+# nll: a VAE's test-set negative ELBO (eval.likelihood), the one metric not of samples.
+METRICS = ("fid", "kid", "is", "pr", "dc", *conditional.METRICS, "nll")
 DRAW_CHUNK = 1000  # Latents per generator call, as gan_jax.trainer.workdir.sample draws them.
 
 
@@ -37,7 +38,7 @@ def check_counts(metrics, num: int, ref_n: int | None, *, kid_subset_size: int,
     (``ref_n`` None: the reference is not known yet)."""
     # intra_fid's per-class needs are conditional.check's: they depend on the classes.
     need = {"fid": 2, "kid": kid_subset_size, "is": is_splits, "pr": 4, "dc": 6,
-            "intra_fid": 2, "class_acc": 1}
+            "intra_fid": 2, "class_acc": 1, "nll": 0}
     for m in metrics:
         if ref_n is not None and m in ("pr", "dc", "kid", "fid") and ref_n < need[m]:
             raise M.MetricError(f"{m} needs at least {need[m]} reference images; the reference "
@@ -82,7 +83,7 @@ def compute(fake: features_lib.Features, ref: reference_lib.Reference, metrics, 
 def evaluate_generator(draw, num: int, *, z_dim: int, extractor, reference, metrics=("fid",),
                        seed: int = 0, kid_subsets: int = 100, kid_subset_size: int = 1000,
                        is_splits: int = 10, knn_num: int = 10_000, quantize: bool = True,
-                       num_classes: int = 0) -> dict:
+                       num_classes: int = 0, nelbo=None) -> dict:
     """Draws ``num`` samples with ``draw(z) -> images in [-1, 1], float NHWC`` from latents
     ``sampling.latents(seed, num, z_dim)``, extracts their features once and returns
     {metric values..., "provenance": {...}}. ``extractor`` is a ``features.Extractor`` and
@@ -90,8 +91,12 @@ def evaluate_generator(draw, num: int, *, z_dim: int, extractor, reference, metr
     across calls (the extractor compiles once). A conditional generator (``num_classes``
     C > 0) is called as ``draw(z, y)`` with the classes ``sampling.balanced_labels(num, C)``,
     so every metric sees a class-balanced sample; intra_fid needs a reference made with
-    per-class moments."""
+    per-class moments. ``nelbo() -> {"nll", "bits_per_dim", "nll_provenance"}``
+    (``likelihood.test_nelbo`` of a VAE) gives the nll metric."""
     metrics = parse_metrics(metrics)
+    if "nll" in metrics and nelbo is None:
+        raise M.MetricError("nll is the test set's negative ELBO, which only a VAE (a model "
+                            "with an encoder, model.name='vae') has; drop it from the metrics.")
     check_counts(metrics, num, reference.n, kid_subset_size=kid_subset_size,
                  is_splits=is_splits, knn_num=knn_num)
     conditional.check(metrics, num_classes, extractor, num=num, reference=reference)
@@ -102,6 +107,7 @@ def evaluate_generator(draw, num: int, *, z_dim: int, extractor, reference, metr
         raise M.MetricError("The reference statistics were computed with another extractor ("
                             + "; ".join(differ) + "); compute them with this one, e.g. "
                             "reference.get(extractor, dataset).")
+    nll = nelbo() if "nll" in metrics else {}  # Timed in its own provenance.
     t = time.time()
     y = sampling.balanced_labels(num, num_classes) if num_classes else None
     fake = features_lib.extract(extractor, _batches(draw, sampling.latents(seed, num, z_dim),
@@ -117,6 +123,7 @@ def evaluate_generator(draw, num: int, *, z_dim: int, extractor, reference, metr
     if y is not None:
         values.update(conditional.compute(fake, jax.device_get(y), reference, extractor,
                                           metrics))
+    values.update({k: nll[k] for k in _FIELDS["nll"] if nll})
     ident = reference.provenance["identity"]
     provenance = {
         **extractor.describe(), "num_samples": num, "seed": seed, "quantize_8bit": quantize,
@@ -130,12 +137,14 @@ def evaluate_generator(draw, num: int, *, z_dim: int, extractor, reference, metr
         **({"classes": num_classes, "labels": "balanced"} if num_classes else {}),
         **({"reference_class_counts": [m.n for m in reference.class_moments]}
            if "intra_fid" in metrics else {}),
+        **({"nll": nll["nll_provenance"]} if nll else {}),
         "extract_seconds": round(extract_s, 2), "seconds": round(time.time() - t, 2)}
     return {**values, "provenance": provenance}
 
 
 _FIELDS = {"fid": ("fid",), "kid": ("kid", "kid_std"), "is": ("is", "is_std"),
-           "pr": ("precision", "recall"), "dc": ("density", "coverage"), **conditional.FIELDS}
+           "pr": ("precision", "recall"), "dc": ("density", "coverage"), **conditional.FIELDS,
+           "nll": ("nll", "bits_per_dim")}
 
 
 def fields(metrics) -> tuple[str, ...]:

@@ -9,7 +9,7 @@ import pathlib
 
 from gan_jax import files, parallel
 from gan_jax.errors import ConfigError
-from gan_jax.eval import conditional, evaluate, features
+from gan_jax.eval import conditional, evaluate, features, likelihood
 from gan_jax.trainer import writers
 from gan_jax.trainer.workdir import check_directory, load_generator
 
@@ -30,6 +30,7 @@ class ScheduledEval:
         self.metrics = evaluate.parse_metrics(e.metrics)
         self.path = workdir / "eval.jsonl"
         self.z_dim, self._generate, self.num_classes = z_dim, generate, num_classes
+        self.dataset, self.likelihood = config.dataset.to_dict(), config.vae.likelihood
         self.kwargs = dict(kid_subset_size=e.kid_subset_size, knn_num=e.knn_num)
         extractor = e.extractor or features.default_for(config.dataset.name)
         conditional.check(self.metrics, num_classes, extractor, num=self.num)
@@ -43,19 +44,26 @@ class ScheduledEval:
         conditional.check(self.metrics, num_classes, self.extractor, num=self.num,
                           reference=self.reference)
 
+    def _nelbo(self, nelbo_fn):
+        if nelbo_fn is None or "nll" not in self.metrics:
+            return None
+        return lambda: likelihood.test_nelbo(nelbo_fn, self.dataset,
+                                             likelihood=self.likelihood)
+
     def due(self, step: int, last_step: int) -> bool:
         return bool(self.every) and (step % self.every == 0 or step == last_step)
 
-    def __call__(self, ema_params, g_vars, step: int, writer) -> dict:
+    def __call__(self, ema_params, g_vars, step: int, writer, nelbo_fn=None) -> dict:
         """Evaluates the EMA generator; appends the lines (process 0) and logs the values
-        as ``eval/<name>`` scalars. Returns {name: value}."""
+        as ``eval/<name>`` scalars. Returns {name: value}. ``nelbo_fn``: a VAE's
+        (``families.VAE.nelbo``), for the nll metric on the test split."""
         params, g_vars = parallel.to_host((ema_params, g_vars))
         has_bn = "batch_stats" in g_vars
         draw = lambda z, y=None: self._generate(params, g_vars, z, y, batch_stats=has_bn)
         result = evaluate.evaluate_generator(
             draw, self.num, z_dim=self.z_dim, extractor=self.extractor,
             reference=self.reference, metrics=self.metrics, seed=self.seed,
-            num_classes=self.num_classes, **self.kwargs)
+            num_classes=self.num_classes, nelbo=self._nelbo(nelbo_fn), **self.kwargs)
         result["provenance"].update({"checkpoint_step": step, "ema": True})
         rows = evaluate.records(result, self.metrics, step=step, source=SOURCE)
         # The scalars; the per-class lists go to eval.jsonl only.
@@ -87,6 +95,18 @@ def evaluate_checkpoint(workdir, metrics="fid", num: int = 10_000, *, step: int 
     check_directory(workdir)  # It gets eval.jsonl: refused now, not after every metric.
     draw, z_dim, step, info = load_generator(workdir, step=step, ema=ema)
     config, classes = info["config"], info["conditional_classes"]
+    nelbo = None
+    if "nll" in metrics:  # Before the reference: a GAN's run is refused at once.
+        nelbo = _checkpoint_nelbo(workdir, step, ema, config, data_dir, seed)
+    if metrics == ("nll",):  # No samples to score: no extractor, no reference.
+        result = nelbo()
+        nll = result.pop("nll_provenance")
+        result = {**result, "provenance": {"nll": nll, "seconds": nll["seconds"],
+                                           "checkpoint_step": step, "ema": ema,
+                                           "workdir": str(workdir.absolute())}}
+        rows = evaluate.records(result, metrics, step=step)
+        files.append_jsonl(workdir / "eval.jsonl", rows)
+        return rows
     chosen = extractor or features.default_for(config["dataset"]["name"])
     conditional.check(metrics, classes, chosen, num=num)
     if inception_weights:
@@ -105,9 +125,19 @@ def evaluate_checkpoint(workdir, metrics="fid", num: int = 10_000, *, step: int 
                                per_class="intra_fid" in metrics, log=log)
     result = evaluate.evaluate_generator(draw, num, z_dim=z_dim, extractor=ex, reference=ref,
                                          metrics=metrics, seed=seed, num_classes=classes,
-                                         **kwargs)
+                                         nelbo=nelbo, **kwargs)
     result["provenance"].update({"checkpoint_step": step, "ema": ema,
                                  "workdir": str(workdir.absolute())})
     rows = evaluate.records(result, metrics, step=step)
     files.append_jsonl(workdir / "eval.jsonl", rows)
     return rows
+
+
+def _checkpoint_nelbo(workdir, step, ema, config, data_dir, seed):
+    """The nll metric's function for a VAE checkpoint (ConfigError for a GAN's)."""
+    from gan_jax.trainer.families import nelbo_fn
+    from gan_jax.trainer.workdir import load_vae
+    encoder, decoder, params, variables, _, _ = load_vae(workdir, step=step, ema=ema)
+    fn = nelbo_fn(encoder, decoder, params, variables, config["vae"]["binarize"])
+    return lambda: likelihood.test_nelbo(fn, config["dataset"], data_dir=data_dir,
+                                         likelihood=config["vae"]["likelihood"], seed=seed)
