@@ -1,0 +1,38 @@
+"""Writes finished runs' final-step metrics, training steps, CPU wall time and sample grids as
+one markdown table per dataset (datasets in the order first given, one row per --row).
+
+  python -m experiments.gan_vs_vae --row=MNIST:DCGAN:runs/mnist_dcgan \
+      --row=MNIST:VAE:runs/mnist_vae --row=Fashion-MNIST:DCGAN:runs/fashion_dcgan ... \
+      --out=docs/gan_vs_vae.md [--notes=FILE] [--images_dir=DIR]
+
+Each run's samples/final.png is copied to DIR (default docs/images/<out stem>/). The file
+starts with this command, so rerunning it regenerates the file.
+"""
+import shlex
+import sys
+
+from absl import flags
+
+from experiments import cli
+from gan_jax.trainer import report
+
+_ROW = flags.DEFINE_multi_string("row", None, "DATASET:LABEL:WORKDIR, once per row.",
+                                 required=True)
+_OUT = flags.DEFINE_string("out", None, "The markdown file to write.", required=True)
+_NOTES = flags.DEFINE_string("notes", None, "A file whose text goes, verbatim, under a "
+                             "\"Reading\" heading.")
+_IMAGES = flags.DEFINE_string("images_dir", None, "Where the sample grids go; default "
+                              "images/<out stem>/ next to --out.")
+
+
+def main(argv):
+    # The exact command, so that the file says how to regenerate it.
+    command = shlex.join(["python", "-m", "experiments.gan_vs_vae", *sys.argv[1:]])
+    with cli.script(argv):
+        out = report.write(_ROW.value, _OUT.value, images_dir=_IMAGES.value,
+                           notes=_NOTES.value, command=command)
+    print(f"wrote {out} ({len(_ROW.value)} rows)")
+
+
+if __name__ == "__main__":
+    cli.run(main)
