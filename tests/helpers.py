@@ -72,6 +72,22 @@ def restore(workdir, config, step=None):
         ckpt.close()
 
 
+def straight_and_resumed(config, tmp_path, stop_at: int):
+    """Trains ``config`` straight through, and again stopped at ``stop_at`` and resumed;
+    returns (straight state, resumed state, run info) from their final checkpoints."""
+    from gan_jax import trainer
+    straight = trainer.train_and_evaluate(config, tmp_path / "straight")
+    half = config.copy_and_resolve_references()
+    half.num_steps = stop_at
+    trainer.train_and_evaluate(half, tmp_path / "resumed")
+    resumed = trainer.train_and_evaluate(config, tmp_path / "resumed")
+    assert resumed["resumed_from"] == stop_at
+    assert straight["steps"] == resumed["steps"] == config.num_steps
+    a, info = restore(tmp_path / "straight", config)
+    b, _ = restore(tmp_path / "resumed", config)
+    return a, b, info
+
+
 def metric_lines(workdir) -> list[dict]:
     """A run's metrics.jsonl, without the speeds (which differ between equal runs)."""
     lines = [json.loads(s) for s in (workdir / "metrics.jsonl").read_text().splitlines()]

@@ -7,11 +7,11 @@ import numpy as np
 import optax
 import pytest
 
-from gan_jax import parallel, steps, trainer
+from gan_jax import parallel, steps
 from gan_jax import state as state_lib
 from gan_jax.models import dcgan, resnet
 from gan_jax.models.layers import SPECTRAL
-from tests.helpers import assert_trees_equal, restore, smoke_config
+from tests.helpers import assert_trees_equal, smoke_config, straight_and_resumed
 from tests.test_parallel import _close
 
 SHAPE = (28, 28, 1)
@@ -122,13 +122,6 @@ def test_resume_with_spectral_norm_and_labels_is_bit_exact(mnist_dir, tmp_path):
                      **{"checkpoint.every": 10, "model.name": "resnet", "model.conditional": True,
                         "model.spectral_norm": True, "model.fake_labels": "data",
                         "model.g_width": 8, "model.d_width": 8, "loss": "hinge", "n_dis": 2})
-    straight = trainer.train_and_evaluate(c, tmp_path / "straight")
-    half = c.copy_and_resolve_references()
-    half.num_steps = 10
-    trainer.train_and_evaluate(half, tmp_path / "resumed")
-    resumed = trainer.train_and_evaluate(c, tmp_path / "resumed")
-    assert resumed["resumed_from"] == 10 and straight["steps"] == resumed["steps"] == 20
-    a, info = restore(tmp_path / "straight", c)
-    b, _ = restore(tmp_path / "resumed", c)
+    a, b, info = straight_and_resumed(c, tmp_path, 10)
     assert info["num_classes"] == 10 and SPECTRAL in a.d_vars
     assert_trees_equal(a, b)  # Params, spectral vectors, BN statistics, Adam states, EMA.

@@ -15,7 +15,7 @@ from gan_jax.data import sources
 from gan_jax.errors import ConfigError
 from gan_jax.models import vae
 from gan_jax.trainer import families
-from tests.helpers import assert_trees_equal, restore, smoke_config
+from tests.helpers import assert_trees_equal, smoke_config, straight_and_resumed
 from tests.test_parallel import _close
 
 SHAPE = (28, 28, 1)
@@ -159,14 +159,7 @@ def test_resume_is_bit_exact_and_the_checkpoint_holds_the_decoder_as_generator(m
     c = smoke_config(mnist_dir, "mnist_vae", num_steps=20, log_every=10, sample_every=20,
                      **{"checkpoint.every": 10, "model.conditional": True,
                         "vae.kl_warmup": 15})
-    straight = trainer.train_and_evaluate(c, tmp_path / "straight")
-    half = c.copy_and_resolve_references()
-    half.num_steps = 10
-    trainer.train_and_evaluate(half, tmp_path / "resumed")
-    resumed = trainer.train_and_evaluate(c, tmp_path / "resumed")
-    assert resumed["resumed_from"] == 10 and straight["steps"] == resumed["steps"] == 20
-    a, info = restore(tmp_path / "straight", c)
-    b, _ = restore(tmp_path / "resumed", c)
+    a, b, info = straight_and_resumed(c, tmp_path, 10)
     assert isinstance(a, state_lib.VAEState) and info["num_classes"] == 10
     assert_trees_equal(a, b)  # Params, Adam state, EMA, step, key.
     fresh = jax.jit(families.build(c, SHAPE, 10).create(SHAPE))(jax.random.PRNGKey(0))
