@@ -50,6 +50,24 @@ def test_kl_matches_the_closed_form_and_a_monte_carlo_estimate():
     assert float(elbo.gaussian_kl(jnp.zeros((1, 4)), jnp.zeros((1, 4)))[0]) == 0.0
 
 
+@pytest.mark.parametrize("side,channels", [(28, 1), (32, 3), (64, 3)])
+def test_shapes_at_every_resolution(side, channels):
+    enc = vae.Encoder(resolution=side, z_dim=4, width=4, hidden=8, num_classes=3)
+    dec = vae.Decoder(resolution=side, z_dim=4, width=4, hidden=8, channels=channels,
+                      likelihood="gaussian", learn_sigma=True, num_classes=3)
+    st = state_lib.create_vae(jax.random.PRNGKey(0), enc, dec, tx=optax.sgd(0.1),
+                              image_shape=(side, side, channels))
+    x = jnp.zeros((2, side, side, channels), jnp.uint8)
+    y = jnp.array([0, 2])
+    mean, logvar = vae_steps.encode(enc, st.params, st.vars, x, y)
+    assert mean.shape == logvar.shape == (2, 4)
+    loc, log_sigma = dec.apply({"params": st.params["decoder"]}, mean, y, method="stats")
+    assert loc.shape == (2, side, side, channels) and log_sigma.shape == (channels,)
+    images = vae_steps.decode(dec, st.params, st.vars, mean, y)
+    assert images.shape == (2, side, side, channels)
+    assert float(jnp.max(jnp.abs(images))) <= 1.0
+
+
 def test_likelihoods_and_bits_per_dim():
     logits = jnp.array([[[[0.3], [-1.2]]]])
     target = jnp.array([[[[1.0], [0.0]]]])
