@@ -67,13 +67,9 @@ def make_create(config, G, D, image_shape):
         image_shape=tuple(image_shape))
 
 
+@jax.jit
 def all_finite(trees):
     """Whether every array in ``trees`` is finite (one device scalar)."""
-    return _all_finite(trees)
-
-
-@jax.jit
-def _all_finite(trees):
     return jnp.all(jnp.array([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(trees)]))
 
 
