@@ -192,3 +192,13 @@ def load(name: str, split: str = "train", data_dir: str | None = None,
     num_classes = getattr(features[label_key], "num_classes", None) if labels else None
     return ImageData(images, np.concatenate(labels) if labels else None, name, split, data_dir,
                      num_classes)
+
+
+def load_split(dataset: dict, split: str, data_dir: str | None = None,
+               max_examples: int | None = None) -> ImageData:
+    """``load`` of a run config's ``dataset`` group (a dict) at ``split``; ``data_dir``
+    overrides the group's."""
+    return load(dataset["name"], split, data_dir or dataset.get("data_dir") or None,
+                image_key=dataset.get("image_key", "image"),
+                label_key=dataset.get("label_key", "label") or None,
+                resolution=dataset.get("resolution") or None, max_examples=max_examples)

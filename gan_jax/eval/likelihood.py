@@ -19,10 +19,7 @@ def test_nelbo(nelbo_fn, dataset: dict, *, likelihood: str, split: str = "test",
     "nll_provenance"}: the mean -ELBO (an upper bound on -log p(x)), its bits per dimension
     (a Gaussian decoder's density counted on 8-bit bins, ``elbo.bits_per_dim``)."""
     t = time.time()
-    d = sources.load(dataset["name"], split, data_dir or dataset.get("data_dir") or None,
-                     image_key=dataset.get("image_key", "image"),
-                     label_key=dataset.get("label_key", "label") or None,
-                     resolution=dataset.get("resolution") or None, max_examples=max_examples)
+    d = sources.load_split(dataset, split, data_dir, max_examples)
     key = jax.random.PRNGKey(seed)
     total, n = 0.0, len(d.images)
     for i, start in enumerate(range(0, n, BATCH)):

@@ -87,10 +87,7 @@ def fixed_batch(dataset: dict, num: int, data_dir: str | None = None,
     """The first ``num`` images (uint8 NHWC) of the ``dataset`` config's test split and their
     labels (int32, or None for a dataset without labels), read as the nll metric reads the
     split (``eval.likelihood``). ``fix``: the error's advice when the split is smaller."""
-    d = sources.load(dataset["name"], SPLIT, data_dir or dataset.get("data_dir") or None,
-                     image_key=dataset.get("image_key", "image"),
-                     label_key=dataset.get("label_key", "label") or None,
-                     resolution=dataset.get("resolution") or None, max_examples=num)
+    d = sources.load_split(dataset, SPLIT, data_dir, num)
     if len(d.images) < num:
         raise ConfigError(f"The {SPLIT} split of {dataset['name']} has {len(d.images)} images, "
                           f"fewer than the {num} asked for; {fix}.")
