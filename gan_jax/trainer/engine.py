@@ -260,9 +260,9 @@ class Engine:
         """(params, non-param collections, EMA params) of the network that draws samples."""
         return self.family.generator_view(self.checkpoint_view(state))
 
-    def all_finite(self, state) -> bool:
-        """Whether the family's checked arrays (parameters, EMA) are all finite."""
-        view = self.checkpoint_view(state)
+    def all_finite(self, view) -> bool:
+        """Whether the family's checked arrays (parameters, EMA) of a ``checkpoint_view``
+        are all finite."""
         return bool(parallel.to_host(all_finite(self.family.checked(view))))
 
     def close(self) -> None:

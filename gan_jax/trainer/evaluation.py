@@ -5,6 +5,7 @@ reference and metrics, appending one line per metric to ``workdir/eval.jsonl``.
 Every process evaluates on its own first device (G's params are replicated, so no
 collective is needed and all processes stay in step); only process 0 writes the lines.
 """
+import functools
 import pathlib
 
 from gan_jax import files, parallel
@@ -138,6 +139,7 @@ def _checkpoint_nelbo(workdir, step, ema, config, data_dir, seed):
     from gan_jax.trainer.families import nelbo_fn
     from gan_jax.trainer.workdir import load_vae
     encoder, decoder, params, variables, _, _ = load_vae(workdir, step=step, ema=ema)
-    fn = nelbo_fn(encoder, decoder, params, variables, config["vae"]["binarize"])
+    fn = functools.partial(nelbo_fn(encoder, decoder, config["vae"]["binarize"]), params,
+                           variables)
     return lambda: likelihood.test_nelbo(fn, config["dataset"], data_dir=data_dir,
                                          likelihood=config["vae"]["likelihood"], seed=seed)

@@ -4,6 +4,8 @@ step, the generator that draws samples (G, or the VAE's decoder) and where its p
 in the state, the arrays checked for NaN, and the log line's text."""
 import functools
 
+import jax
+
 from gan_jax import models
 from gan_jax import state as state_lib
 from gan_jax import vae_steps
@@ -58,6 +60,7 @@ class VAE:
     def __init__(self, config, encoder, decoder):
         self.config, self.encoder, self.decoder = config, encoder, decoder
         self.networks, self.generator = (encoder, decoder), decoder
+        self._nelbo = nelbo_fn(encoder, decoder, config.vae.binarize)
 
     def create(self, image_shape):
         from gan_jax.trainer import engine
@@ -83,8 +86,7 @@ class VAE:
 
     def nelbo(self, state):
         """``fn(images, labels, key) -> -ELBO per image`` of the EMA weights in ``state``."""
-        return nelbo_fn(self.encoder, self.decoder, state.ema_params, state.vars,
-                        self.config.vae.binarize)
+        return functools.partial(self._nelbo, state.ema_params, state.vars)
 
     @staticmethod
     def sizes(state) -> str:
@@ -97,11 +99,11 @@ class VAE:
                 f"loss {m['loss']:.2f} kl weight {m['kl_weight']:.3f}")
 
 
-def nelbo_fn(encoder, decoder, params, variables, binarize: bool):
-    """The jitted -ELBO of these weights, as ``eval.likelihood.test_nelbo`` calls it."""
-    import jax
+def nelbo_fn(encoder, decoder, binarize: bool):
+    """The jitted -ELBO per image, ``fn(params, vars, images, labels, key)``; with the
+    weights bound, as ``eval.likelihood.test_nelbo`` calls it."""
     fn = jax.jit(functools.partial(vae_steps.negative_elbo, encoder, decoder, binarize=binarize))
-    return lambda x, y, key: fn(params, variables, x, key, labels=y)
+    return lambda params, variables, x, y, key: fn(params, variables, x, key, labels=y)
 
 
 def build_vae(config, image_shape, num_classes=None):

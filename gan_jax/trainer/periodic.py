@@ -146,8 +146,9 @@ class Evaluations:
         self._step, self._values = None, {}
 
     def __call__(self, state, step: int) -> None:
-        _, g_vars, ema_params = self.engine.generator_view(state)
-        nelbo = self.engine.family.nelbo(self.engine.checkpoint_view(state))
+        view = self.engine.checkpoint_view(state)
+        _, g_vars, ema_params = self.engine.family.generator_view(view)
+        nelbo = self.engine.family.nelbo(view)
         t = time.time()
         self._step, self._values = step, self.evaluator(ema_params, g_vars, step, self.writer,
                                                         nelbo)
@@ -170,7 +171,7 @@ class Saver:
 
     def __call__(self, state, metrics: dict, meter: Meter) -> None:
         view = self.engine.checkpoint_view(state)
-        if not self.engine.all_finite(state):
+        if not self.engine.all_finite(view):
             raise DivergenceError(f"Step {self.engine.step_of(state)}: the parameters hold a "
                                   "NaN or Inf.")
         # The meter's partial sums make the first log line after a resume the same as in a
