@@ -37,6 +37,8 @@ _WEIGHTS = flags.DEFINE_string("inception_weights", None,
 _REF_SPLIT = flags.DEFINE_string("reference_split", None, "Default: the run's training split.")
 _REF_NUM = flags.DEFINE_integer("reference_num", None, "Reference images; default all.")
 _KNN_NUM = flags.DEFINE_integer("knn_num", 10_000, "Samples per set for pr and dc.")
+_RUN = flags.DEFINE_integer("run", None, "Which run of a job of several runs (config.runs); "
+                            "default every run, then their mean, std, min and max.")
 
 
 def main(argv):
@@ -45,7 +47,7 @@ def main(argv):
             _WORKDIR.value, _METRICS.value, _NUM.value, step=_STEP.value,
             extractor=_EXTRACTOR.value, ema=_EMA.value, seed=_SEED.value,
             inception_weights=_WEIGHTS.value, reference_split=_REF_SPLIT.value,
-            reference_num=_REF_NUM.value, knn_num=_KNN_NUM.value)
+            reference_num=_REF_NUM.value, knn_num=_KNN_NUM.value, run=_RUN.value)
     for row in rows:
         values = {k: v for k, v in row.items() if k not in ("provenance", "time")}
         print(json.dumps(values))

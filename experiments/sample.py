@@ -48,6 +48,8 @@ _EMA = flags.DEFINE_boolean("ema", True, "Use the EMA generator (--noema / --no-
                            "for a VAE the raw encoder and decoder).")
 _NPZ = flags.DEFINE_string("npz", "", "Also write the images (uint8 NHWC) to this .npz.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the latent batch.")
+_RUN = flags.DEFINE_integer("run", None, "Which run of a job of several runs (config.runs); "
+                            "default all of them, one file each (name_run<i>.png).")
 _CLASS = flags.DEFINE_integer("class", None, "A conditional run's class to draw (all --num "
                               "images); default one class per row.")
 _RECONSTRUCT = flags.DEFINE_boolean(
@@ -124,6 +126,25 @@ def _vae_views() -> None:
         print(v.describe(name, out))
 
 
+def _run_path(path: str, run: int) -> str:
+    """``path`` with ``_run<i>`` before its suffix ('' stays '')."""
+    if not path:
+        return path
+    p = pathlib.Path(path)
+    return str(p.with_name(f"{p.stem}_run{run}{p.suffix}"))
+
+
+def _save(images, labels, rows, step, out, npz) -> None:
+    if out:
+        grid = sampling.class_grid(images, labels if rows else None)
+        _write("--out", out, lambda p: writers.save_png(p, grid))
+    if npz:
+        # An unconditional run's file keeps its keys: no labels.
+        extra = {} if labels is None else {"labels": labels}
+        _write("--npz", npz, lambda p: files.write_npz(p, dict(
+            images=images, step=step, seed=_SEED.value, ema=_EMA.value, **extra)))
+
+
 def main(argv):
     with cli.script(argv):
         _check_view_flags()
@@ -133,20 +154,19 @@ def main(argv):
             raise ConfigError(f"--num must be at least 1 (the number of images to draw), "
                               f"got {_NUM.value}.")
         workdir.check_directory(_WORKDIR.value, writable=False)
-        images, labels, step = workdir.sample_labelled(
-            _WORKDIR.value, _NUM.value, label=_CLASS.value, step=_STEP.value, ema=_EMA.value,
-            seed=_SEED.value)
-        rows = labels is not None and _CLASS.value is None
-        out = _default_out(step) if _OUT.value is None else _OUT.value
-        if out:
-            grid = sampling.class_grid(images, labels if rows else None)
-            _write("--out", out, lambda p: writers.save_png(p, grid))
-        if _NPZ.value:
-            # An unconditional run's file keeps its keys: no labels.
-            extra = {} if labels is None else {"labels": labels}
-            _write("--npz", _NPZ.value, lambda p: files.write_npz(p, dict(
-                images=images, step=step, seed=_SEED.value, ema=_EMA.value, **extra)))
-    what = f"{len(images)} images"
+        n = workdir.runs_of(workdir.saved_config(_WORKDIR.value) or {})
+        which = [_RUN.value] if n == 1 or _RUN.value is not None else list(range(n))
+        for run in which:
+            images, labels, step = workdir.sample_labelled(
+                _WORKDIR.value, _NUM.value, label=_CLASS.value, step=_STEP.value,
+                ema=_EMA.value, seed=_SEED.value, run=run)
+            out, npz = _default_out(step) if _OUT.value is None else _OUT.value, _NPZ.value
+            if len(which) > 1:  # Every run, one file each.
+                out, npz = (_run_path(p, run) for p in (out, npz))
+            rows = labels is not None and _CLASS.value is None
+            _save(images, labels, rows, step, out, npz)
+    what = f"{len(images)} images" + (f" of each of {len(which)} runs" if len(which) > 1
+                                      else "")
     if rows:
         classes = len(set(labels.tolist()))
         what += (f" ({classes} classes x {len(images) // classes}, one class per row; "
@@ -154,7 +174,7 @@ def main(argv):
     elif labels is not None:
         what += f" of class {_CLASS.value}"
     print(f"sampled {what} from step {step} "
-          f"({'EMA' if _EMA.value else 'raw'} G) -> {out or ''} {_NPZ.value}".rstrip())
+          f"({'EMA' if _EMA.value else 'raw'} G) -> {out or ''} {npz}".rstrip())
 
 
 if __name__ == "__main__":

@@ -80,14 +80,16 @@ def create_state(create_fn, key, mesh: Mesh):
     return jax.jit(create_fn, out_shardings=shardings)(key)
 
 
-def shard_step(step, mesh: Mesh, *, batch_spec=P(AXIS), extra_specs=(), donate: bool = True):
-    """``jax.jit(step)`` with the state replicated, the batch split along ``"data"`` (or as
-    ``batch_spec`` says), replicated outputs and the state donated (unless ``donate`` is
-    False: then XLA cannot update the state in place)."""
-    rep = replicated(mesh)
-    in_shardings = (rep, NamedSharding(mesh, batch_spec),
+def shard_step(step, mesh: Mesh, *, batch_spec=P(AXIS), extra_specs=(), donate: bool = True,
+               state_spec=P()):
+    """``jax.jit(step)`` with the state replicated (or placed by ``state_spec``, e.g. runs
+    split over the devices), the batch split along ``"data"`` (or as ``batch_spec`` says),
+    replicated metrics and the state donated (unless ``donate`` is False: then XLA cannot
+    update the state in place)."""
+    rep, state = replicated(mesh), NamedSharding(mesh, state_spec)
+    in_shardings = (state, NamedSharding(mesh, batch_spec),
                     *(NamedSharding(mesh, s) for s in extra_specs))
-    return jax.jit(step, in_shardings=in_shardings, out_shardings=rep,
+    return jax.jit(step, in_shardings=in_shardings, out_shardings=(state, rep),
                    donate_argnums=0 if donate else ())
 
 

@@ -106,6 +106,39 @@ def make_data_steps(train_step, num_steps: int, *, rows_per_step: int, num_examp
     return multi
 
 
+def make_run_data_steps(runs_step, num_steps: int, *, rows_per_step: int, num_examples: int,
+                        keys, mesh, order: str = "shuffled", unroll: bool | int | None = None):
+    """``make_data_steps`` for N runs: ``runs_step(states, batches_N)`` (``gan_jax.runs``)
+    over states with a leading run axis; run i draws its batches with ``keys[i]`` and its
+    own step counter, from the same shards and in the same order as a single run with that
+    key on ``mesh``. ``data``: what ``put(data, mesh)`` returns; ``keys``: [N] data keys."""
+    shards = mesh.devices.size
+    n_local, rows_local = shard_size(num_examples, shards), rows_per_step // shards
+    if rows_local > n_local:
+        raise ConfigError(f"One step needs {rows_local} images per shard but each of the "
+                          f"{shards} shards has only {n_local} ({num_examples} images); use a "
+                          "smaller batch_size or n_dis, or more images (dataset.max_examples).")
+
+    def shard_indices(keys_N, steps_N):  # -> [K, N, rows_local] of this shard
+        shard = jax.lax.axis_index(parallel.AXIS)
+        idx = jax.vmap(lambda k, s: _indices(n_local, k, s, rows_local, shard, order,
+                                             num_steps))(keys_N, steps_N)
+        return jnp.swapaxes(idx, 0, 1)
+
+    take = lambda data, i: jax.tree.map(lambda x: jnp.take(x, i, axis=0), data)
+    spec = P(None, None, parallel.AXIS)
+    indices = jax.shard_map(shard_indices, mesh=mesh, in_specs=(P(), P()), out_specs=spec)
+    gather = jax.shard_map(take, mesh=mesh, in_specs=(P(parallel.AXIS), P(None, parallel.AXIS)),
+                           out_specs=P(None, parallel.AXIS))
+
+    def multi(states, data):
+        idx = indices(keys, states.step)
+        return steps.scan(lambda s, i: runs_step(s, gather(data, i)), num_steps, unroll)(
+            states, idx)
+
+    return multi
+
+
 def make_data_step(train_step, **kwargs):
     """One step of ``make_data_steps`` (same arguments): ``step(state, data) -> (state,
     metrics)``."""

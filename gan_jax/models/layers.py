@@ -22,7 +22,9 @@ def _down(u_BHWC, w_44OI):
 def _up(x_BHWC, kernel_44IO):
     w = _down_kernel(kernel_44IO)
     n, h, w_, _ = x_BHWC.shape
-    y = jax.ShapeDtypeStruct((n, 2 * h, 2 * w_, kernel_44IO.shape[3]), x_BHWC.dtype)
+    # An array, not a ShapeDtypeStruct: inside shard_map it is typed as varying over the
+    # mesh like x, or the transpose would sum the devices' outputs.
+    y = jnp.zeros_like(x_BHWC, shape=(n, 2 * h, 2 * w_, kernel_44IO.shape[3]))
     return jax.linear_transpose(lambda u: _down(u, w), y)(x_BHWC)[0]
 
 

@@ -175,13 +175,15 @@ class Checkpointer:
     def latest_step(self) -> int | None:
         return self._mngr.latest_step()
 
-    def save(self, state, run_info: dict, metrics: dict | None = None) -> float:
-        """Starts saving ``state``; returns the seconds the caller was blocked. Raises
+    def save(self, state, run_info: dict, metrics: dict | None = None,
+             step: int | None = None) -> float:
+        """Starts saving ``state`` (as step ``step``, default ``state.step``: pass it for
+        states of several runs); returns the seconds the caller was blocked. Raises
         CheckpointError if this save, or the previous one still in flight, fails."""
         if self._failed is not None:
             raise self._failed
         t = time.perf_counter()
-        step = int(state.step)
+        step = int(state.step) if step is None else step
         items = _split_state(state)
         prints = {k: fingerprints(v) for k, v in items.items()}
         args = {k: ocp.args.StandardSave(v) for k, v in items.items()}

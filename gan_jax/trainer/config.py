@@ -62,6 +62,10 @@ def defaults() -> ml_collections.ConfigDict:
     # `best_metric` (any logged metric; "" disables) when it is set.
     c.checkpoint = dict(every=1000, keep=3, best_metric="", best_mode="min", async_save=True)
     c.nan_rollbacks = 0  # On NaN/Inf: roll back to the last checkpoint this many times.
+    # Several runs in one program (docs/runs.md): `seeds` runs per point of `sweep`, run i
+    # seeded config.seed + (i % seeds); sweep: "key=v1,v2;key2=..." over scalar keys
+    # (trainer.multirun.SWEEPABLE), crossed. form: "vmap" | "loop" | "" (by platform).
+    c.runs = dict(seeds=1, sweep="", form="")
     # jit: one program over a ("data",) mesh (several hosts too); pmap: one per device.
     c.parallel = dict(mode="jit", num_devices=0)  # 0: all devices.
     # The EMA generator evaluated every `every` steps and at the end (0: never), as
@@ -146,6 +150,8 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         raise ConfigError(f"Config key 'ema.decay' must be in [0, 1] (0.999 is usual), got "
                           f"{full.ema.decay}.")
     _check_eval(full)
+    from gan_jax.trainer import multirun  # The sweep's keys are checked against this config.
+    multirun.check(full)
     if full.checkpoint.best_mode not in ("min", "max"):
         raise ConfigError(f"Config key 'checkpoint.best_mode' must be 'min' or 'max', got "
                           f"{full.checkpoint.best_mode!r}.")

@@ -21,29 +21,44 @@ from gan_jax.data import device
 from gan_jax.errors import ConfigError
 
 
-def make_optimizer(cfg, num_updates: int) -> optax.GradientTransformation:
+def make_optimizer(cfg, num_updates: int, inject: bool = False) -> optax.GradientTransformation:
     """``cfg``: a config's ``optimizer.g`` or ``optimizer.d``; ``num_updates``: that player's
-    updates in the whole run, over which ``decay="linear"`` takes the rate to 0."""
+    updates in the whole run, over which ``decay="linear"`` takes the rate to 0. ``inject``:
+    the numbers live in the optimizer's state (``optax.inject_hyperparams``), so that runs
+    stacked in one program can each have their own (``runs.set_hyperparams``)."""
     lr = cfg.learning_rate
     if cfg.decay == "linear":
         lr = optax.linear_schedule(cfg.learning_rate, 0.0, num_updates)
+    wrap = optax.inject_hyperparams if inject else (lambda f: f)
     if cfg.name == "adam":
-        return optax.adam(lr, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps)
+        return wrap(optax.adam)(lr, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps)
     if cfg.name == "adamw":
-        return optax.adamw(lr, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay)
+        return wrap(optax.adamw)(lr, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps,
+                                 weight_decay=cfg.weight_decay)
     if cfg.name == "rmsprop":
-        return optax.rmsprop(lr, eps=cfg.eps)
+        return wrap(optax.rmsprop)(lr, eps=cfg.eps)
     if cfg.name == "sgd":
-        return optax.sgd(lr, momentum=cfg.b1 or None)
+        return wrap(optax.sgd)(lr, momentum=cfg.b1 or None)
     raise ConfigError(f"optimizer name must be adam, adamw, rmsprop or sgd, got {cfg.name!r}.")
 
 
+def injected(config, player: str) -> bool:
+    """Whether ``config.runs.sweep`` varies a hyperparameter of ``optimizer.<player>``."""
+    from gan_jax.trainer import multirun
+    return any(k.startswith(f"optimizer.{player}.")
+               for k in multirun.parse_sweep(config.runs.sweep))
+
+
 def make_step(config, G, D, *, axis_name: str | None = None, batch_sharding=None,
-              class_probs=None):
+              class_probs=None, hparams=None):
     """The pure ``(state, batch) -> (state, metrics)`` step that ``config`` describes;
-    ``class_probs``: the frequencies G's classes are drawn with (None: uniform)."""
-    penalties = [losses.penalty(k, w) for k, w in (("gp", config.gp_weight),
-                                                    ("r1", config.r1_weight)) if w]
+    ``class_probs``: the frequencies G's classes are drawn with (None: uniform);
+    ``hparams``: values (traced, per run) that replace ``ema.decay``, ``gp_weight`` or
+    ``r1_weight``."""
+    hp = hparams or {}
+    penalties = [losses.penalty(k, hp.get(key, getattr(config, key)))
+                 for k, key in (("gp", "gp_weight"), ("r1", "r1_weight"))
+                 if key in hp or getattr(config, key)]
     d_penalty = None
     if penalties:
         d_penalty = lambda *a, **kw: sum(p(*a, **kw) for p in penalties)
@@ -52,7 +67,8 @@ def make_step(config, G, D, *, axis_name: str | None = None, batch_sharding=None
     except ValueError as e:
         raise ConfigError(f"config.dataset.augment: {e}") from None
     return steps.make_train_step(G, D, loss=config.loss, n_dis=config.n_dis,
-                                 ema_decay=config.ema.decay, ema_start=config.ema.start,
+                                 ema_decay=hp.get("ema.decay", config.ema.decay),
+                                 ema_start=config.ema.start,
                                  d_penalty=d_penalty, augment=augment,
                                  share_fake=config.share_fake, axis_name=axis_name,
                                  batch_sharding=batch_sharding, class_probs=class_probs)
@@ -62,8 +78,9 @@ def make_create(config, G, D, image_shape):
     """``create(key) -> GANState`` for this config (pure; jit or shard it as needed)."""
     return functools.partial(
         state_lib.create, G=G, D=D,
-        g_tx=make_optimizer(config.optimizer.g, config.num_steps),
-        d_tx=make_optimizer(config.optimizer.d, config.num_steps * config.n_dis),
+        g_tx=make_optimizer(config.optimizer.g, config.num_steps, injected(config, "g")),
+        d_tx=make_optimizer(config.optimizer.d, config.num_steps * config.n_dis,
+                            injected(config, "d")),
         image_shape=tuple(image_shape))
 
 
@@ -162,6 +179,11 @@ class Engine:
 
     def checkpoint_view(self, state):
         return parallel.unreplicate(state) if self.pmap else state
+
+    def meter(self, run_info: dict):
+        """The loop's metric meter, as a checkpoint's run info left it."""
+        from gan_jax.trainer.periodic import Meter
+        return Meter.of(run_info)
 
     def step_of(self, state) -> int:
         return int(parallel.to_host(self.checkpoint_view(state).step))

@@ -12,7 +12,7 @@ from gan_jax import files, parallel
 from gan_jax.errors import ConfigError
 from gan_jax.eval import conditional, evaluate, features, likelihood
 from gan_jax.trainer import writers
-from gan_jax.trainer.workdir import check_directory, load_generator
+from gan_jax.trainer.workdir import check_directory, load_generator, runs_of, saved_config
 
 SOURCE = "train"  # The "source" field of the lines this writes, so a resume can find them.
 
@@ -54,10 +54,12 @@ class ScheduledEval:
     def due(self, step: int, last_step: int) -> bool:
         return bool(self.every) and (step % self.every == 0 or step == last_step)
 
-    def __call__(self, ema_params, g_vars, step: int, writer, nelbo_fn=None) -> dict:
+    def __call__(self, ema_params, g_vars, step: int, writer, nelbo_fn=None,
+                 run: int | None = None) -> dict:
         """Evaluates the EMA generator; appends the lines (process 0) and logs the values
         as ``eval/<name>`` scalars. Returns {name: value}. ``nelbo_fn``: a VAE's
-        (``families.VAE.nelbo``), for the nll metric on the test split."""
+        (``families.VAE.nelbo``), for the nll metric on the test split. ``run``: which of
+        several runs this is (its lines say so; its scalars are ``eval/<name>/run<i>``)."""
         params, g_vars = parallel.to_host((ema_params, g_vars))
         has_bn = "batch_stats" in g_vars
         draw = lambda z, y=None: self._generate(params, g_vars, z, y, batch_stats=has_bn)
@@ -67,11 +69,14 @@ class ScheduledEval:
             num_classes=self.num_classes, nelbo=self._nelbo(nelbo_fn), **self.kwargs)
         result["provenance"].update({"checkpoint_step": step, "ema": True})
         rows = evaluate.records(result, self.metrics, step=step, source=SOURCE)
+        suffix = ""
+        if run is not None:
+            rows, suffix = [{**r, "run": run} for r in rows], f"/run{run}"
         # The scalars; the per-class lists go to eval.jsonl only.
         values = {k: float(result[k]) for k in evaluate.fields(self.metrics)}
         if parallel.is_writer():
             files.append_jsonl(self.path, rows)
-            writer.write_scalars(step, {f"eval/{k}": v for k, v in values.items()})
+            writer.write_scalars(step, {f"eval/{k}{suffix}": v for k, v in values.items()})
         return values
 
 
@@ -86,19 +91,28 @@ def evaluate_checkpoint(workdir, metrics="fid", num: int = 10_000, *, step: int 
                         extractor: str | None = None, ema: bool = True, seed: int = 0,
                         inception_weights: str | None = None, reference_split: str | None = None,
                         reference_num: int | None = None, data_dir: str | None = None,
-                        reference_cache=None, log=print, **kwargs) -> list[dict]:
+                        reference_cache=None, log=print, run: int | None = None,
+                        **kwargs) -> list[dict]:
     """Evaluates a run's checkpoint (the latest unless ``step``; the EMA generator unless
     ``ema=False``) against its training data and appends one line per metric to
     ``workdir/eval.jsonl``. Returns those lines. A conditional generator's samples are
-    class-balanced."""
+    class-balanced. A job of several runs: run ``run``, or every run (lines with "run": i)
+    and then one "runs" line of each value's mean, std, min and max."""
     metrics = evaluate.parse_metrics(metrics)
     workdir = pathlib.Path(workdir)
     check_directory(workdir)  # It gets eval.jsonl: refused now, not after every metric.
-    draw, z_dim, step, info = load_generator(workdir, step=step, ema=ema)
+    n = runs_of(saved_config(workdir) or {})
+    if n > 1 and run is None:
+        return _evaluate_every_run(workdir, n, metrics, num, step=step, extractor=extractor,
+                                   ema=ema, seed=seed, inception_weights=inception_weights,
+                                   reference_split=reference_split,
+                                   reference_num=reference_num, data_dir=data_dir,
+                                   reference_cache=reference_cache, log=log, **kwargs)
+    draw, z_dim, step, info = load_generator(workdir, step=step, ema=ema, run=run)
     config, classes = info["config"], info["conditional_classes"]
     nelbo = None
     if "nll" in metrics:  # Before the reference: a GAN's run is refused at once.
-        nelbo = _checkpoint_nelbo(workdir, step, ema, config, data_dir, seed)
+        nelbo = _checkpoint_nelbo(workdir, step, ema, config, data_dir, seed, run)
     if metrics == ("nll",):  # No samples to score: no extractor, no reference.
         result = nelbo()
         nll = result.pop("nll_provenance")
@@ -106,6 +120,8 @@ def evaluate_checkpoint(workdir, metrics="fid", num: int = 10_000, *, step: int 
                                            "checkpoint_step": step, "ema": ema,
                                            "workdir": str(workdir.absolute())}}
         rows = evaluate.records(result, metrics, step=step)
+        if run is not None:
+            rows = [{**r, "run": run} for r in rows]
         files.append_jsonl(workdir / "eval.jsonl", rows)
         return rows
     chosen = extractor or features.default_for(config["dataset"]["name"])
@@ -130,15 +146,35 @@ def evaluate_checkpoint(workdir, metrics="fid", num: int = 10_000, *, step: int 
     result["provenance"].update({"checkpoint_step": step, "ema": ema,
                                  "workdir": str(workdir.absolute())})
     rows = evaluate.records(result, metrics, step=step)
+    if run is not None:
+        rows = [{**r, "run": run} for r in rows]
     files.append_jsonl(workdir / "eval.jsonl", rows)
     return rows
 
 
-def _checkpoint_nelbo(workdir, step, ema, config, data_dir, seed):
+def _evaluate_every_run(workdir, n: int, metrics, num, *, step, **kwargs) -> list[dict]:
+    """``evaluate_checkpoint`` of each of ``n`` runs, then their "runs" summary line (the
+    extractor and the reference are built once: the reference cache serves the rest)."""
+    from gan_jax.trainer import multirun
+    rows, by_run = [], {}
+    for r in range(n):
+        got = evaluate_checkpoint(workdir, ",".join(metrics), num, step=step, run=r, **kwargs)
+        rows += got
+        by_run[r] = {k: v for row in got for k, v in row.items()
+                     if k in evaluate.fields(metrics)}
+    summary = {"metric": "runs", "step": got[0]["step"], "runs": n,
+               **multirun.summary(by_run),
+               "provenance": {"seconds": sum(r["provenance"]["seconds"] for r in rows
+                                             if r["metric"] == metrics[0])}}
+    files.append_jsonl(workdir / "eval.jsonl", [summary])
+    return rows + [summary]
+
+
+def _checkpoint_nelbo(workdir, step, ema, config, data_dir, seed, run=None):
     """The nll metric's function for a VAE checkpoint (ConfigError for a GAN's)."""
     from gan_jax.trainer.families import nelbo_fn
     from gan_jax.trainer.workdir import load_vae
-    encoder, decoder, params, variables, _, _ = load_vae(workdir, step=step, ema=ema)
+    encoder, decoder, params, variables, _, _ = load_vae(workdir, step=step, ema=ema, run=run)
     fn = functools.partial(nelbo_fn(encoder, decoder, config["vae"]["binarize"]), params,
                            variables)
     return lambda: likelihood.test_nelbo(fn, config["dataset"], data_dir=data_dir,

@@ -19,6 +19,7 @@ class GAN:
     def __init__(self, config, G, D):
         self.config, self.G, self.D = config, G, D
         self.networks, self.generator = (G, D), G
+        self.optimizer_parts = {"g": "g", "d": "d"}  # config.optimizer.<k> -> state part
 
     def create(self, image_shape):
         from gan_jax.trainer import engine  # Looked up per call: tests patch it.
@@ -60,20 +61,24 @@ class VAE:
     def __init__(self, config, encoder, decoder):
         self.config, self.encoder, self.decoder = config, encoder, decoder
         self.networks, self.generator = (encoder, decoder), decoder
+        self.optimizer_parts = {"g": "vae"}
         self._nelbo = nelbo_fn(encoder, decoder, config.vae.binarize)
 
     def create(self, image_shape):
         from gan_jax.trainer import engine
-        tx = engine.make_optimizer(self.config.optimizer.g, self.config.num_steps)
+        tx = engine.make_optimizer(self.config.optimizer.g, self.config.num_steps,
+                                   engine.injected(self.config, "g"))
         return functools.partial(state_lib.create_vae, encoder=self.encoder,
                                  decoder=self.decoder, tx=tx, image_shape=tuple(image_shape))
 
-    def step(self, *, axis_name=None, batch_sharding=None, class_probs=None):
-        c = self.config
+    def step(self, *, axis_name=None, batch_sharding=None, class_probs=None, hparams=None):
+        """``hparams``: per-run values of ``vae.beta`` or ``ema.decay`` (as in a sweep)."""
+        c, hp = self.config, hparams or {}
         del class_probs  # Classes come from the data: a VAE draws no fake labels.
         return vae_steps.make_vae_step(
-            self.encoder, self.decoder, beta=c.vae.beta, kl_warmup=c.vae.kl_warmup,
-            binarize=c.vae.binarize, ema_decay=c.ema.decay, ema_start=c.ema.start,
+            self.encoder, self.decoder, beta=hp.get("vae.beta", c.vae.beta),
+            kl_warmup=c.vae.kl_warmup, binarize=c.vae.binarize,
+            ema_decay=hp.get("ema.decay", c.ema.decay), ema_start=c.ema.start,
             axis_name=axis_name, batch_sharding=batch_sharding)
 
     @staticmethod

@@ -11,16 +11,17 @@ import jax
 import numpy as np
 
 import gan_jax
-from gan_jax import models, parallel, sampling
+from gan_jax import models, parallel, runs, sampling
 from gan_jax.data import sources
 from gan_jax.errors import ConfigError, DivergenceError
 from gan_jax.files import atomic_write_bytes
 from gan_jax.trainer import config as config_lib
-from gan_jax.trainer import families, periodic
+from gan_jax.trainer import families, multirun, periodic, runs_periodic
 from gan_jax.trainer import writers as writers_lib
 from gan_jax.trainer.checkpoint import (CheckpointDamagedError, CheckpointError,
                                         Checkpointer)
 from gan_jax.trainer.engine import Engine
+from gan_jax.trainer.runs_engine import RunsEngine
 from gan_jax.trainer.periodic import LogLines, Meter, say
 from gan_jax.trainer.signals import StopSignals
 from gan_jax.trainer.workdir import check_directory, check_workdir, config_differences
@@ -41,6 +42,7 @@ class _Run:
     rollbacks: int = 0
     paused_s: float = 0.0  # Spent on grids, evaluations and checkpoints, not on training.
     loop_s: float = 0.0  # From the first dispatch to the last step's work.
+    frozen: dict = dataclasses.field(default_factory=dict)  # Diverged runs: {run: step}.
 
     def due(self, step: int) -> periodic.Due:
         e = self.evals
@@ -72,7 +74,8 @@ def train_and_evaluate(config, workdir, *, writers=()) -> dict:
         axis_name=parallel.AXIS if config.parallel.mode == "pmap" else None)
     G = family.generator  # What draws the grids and the evaluated samples.
     init_key, data_key, sample_key = jax.random.split(jax.random.PRNGKey(config.seed), 3)
-    engine = Engine(config, family=family, image_shape=image_shape, init_key=init_key,
+    num_runs = multirun.count(config)
+    engine = (Engine if num_runs == 1 else RunsEngine)(config, family=family, image_shape=image_shape, init_key=init_key,
                     data_key=data_key, data=data, num_classes=num_classes,
                     class_probs=_class_probs(config, data, num_classes))
     ck = config.checkpoint
@@ -106,20 +109,31 @@ def train_and_evaluate(config, workdir, *, writers=()) -> dict:
     z_fixed, y_fixed = sampling.grid_latents(sample_key, config.num_samples, G.z_dim,
                                              models.num_classes(G))
     s0 = engine.checkpoint_view(state)
+    if num_runs > 1:
+        s0 = runs.select(s0, 0)
+        say(f"gan_jax: {num_runs} runs in one program ({engine.layout} layout, {engine.form} "
+            "form): " + "; ".join(f"run {i}: {multirun.label(s)}"
+                                  for i, s in enumerate(engine.settings)))
     classes = f", {engine.num_classes} classes" if engine.num_classes else ""
     say(f"gan_jax: {config.model.name} on {config.dataset.name} {tuple(image_shape)}{classes}, "
         f"{family.sizes(s0)}, {engine.shards} "
         f"{jax.default_backend()} device(s) in {jax.process_count()} process(es), "
         f"{config.parallel.mode}, {config.dataset.pipeline} data; compiled in {compile_s:.1f}s")
     first_step = step = engine.step_of(state)
+    meter = engine.meter(resumed_info)
+    grids, evals = periodic.SampleGrids, periodic.Evaluations
+    if num_runs > 1:
+        grids = runs_periodic.RunsSampleGrids
+        evals = lambda *a: runs_periodic.RunsEvaluations(*a, frozen=lambda: meter.frozen)
     with StopSignals() as signals:
         run = _Run(config, engine, ckpt, writer,
-                   periodic.SampleGrids(engine, draw, z_fixed, workdir, writer, y_fixed),
+                   grids(engine, draw, z_fixed, workdir, writer, y_fixed),
                    periodic.Saver(ckpt, engine, run_info),
-                   evaluator and periodic.Evaluations(evaluator, engine, writer),
+                   evaluator and evals(evaluator, engine, writer),
                    signals, loop_start=time.time())
         try:
-            state, step = _train_with_rollbacks(run, state, step, Meter.of(resumed_info))
+            state, step = _train_with_rollbacks(run, state, step, meter)
+            run.frozen = dict(getattr(meter, "frozen", {}))
             run.loop_s = time.time() - run.loop_start
             preempted = signals.received is not None and step < config.num_steps
             if not preempted and step > first_step:
@@ -191,7 +205,7 @@ def _roll_back(run: _Run, error: DivergenceError):
     run.writer.write_event(step, event="rollback", reason=str(error), attempt=run.rollbacks)
     say(f"gan_jax: {error}\ngan_jax: rolled back to step {step} with a fresh RNG key "
         f"(rollback {run.rollbacks} of {run.config.nan_rollbacks})")
-    return state, step, Meter.of(info)
+    return state, step, run.engine.meter(info)
 
 
 def _load_data(config):
@@ -337,7 +351,9 @@ def _finish(run: _Run, workdir, start, compile_s, first_step, step, resumed_from
                "batch_size": config.batch_size, "backend": jax.default_backend(),
                "devices": run.engine.shards, "processes": jax.process_count(),
                "resumed_from": resumed_from, "preempted": preempted,
-               "rollbacks": run.rollbacks, "checkpoint_saves": len(blocks),
+               "rollbacks": run.rollbacks, "runs": getattr(run.engine, "num_runs", 1),
+               "frozen_runs": {str(k): v for k, v in run.frozen.items()},
+               "checkpoint_saves": len(blocks),
                "checkpoint_block_s_median": statistics.median(blocks) if blocks else None}
     summary["images_per_s"] = summary["steps_per_s"] * config.batch_size
     if parallel.is_writer():

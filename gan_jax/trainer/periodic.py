@@ -176,10 +176,11 @@ class Saver:
                                   "NaN or Inf.")
         # The meter's partial sums make the first log line after a resume the same as in a
         # run that was never stopped.
+        step = self.engine.step_of(state)
         info = {**self.run_info, "meter": meter.state(),
                 "data": {**self.engine.data_info(), **self.engine.data_position(),
-                         "next_step": self.engine.step_of(state)}}
-        self.block_s.append(self.ckpt.save(view, info, metrics))
+                         "next_step": step}}
+        self.block_s.append(self.ckpt.save(view, info, metrics, step=step))
 
 
 @dataclasses.dataclass

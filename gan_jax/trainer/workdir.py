@@ -117,9 +117,33 @@ def _shape_changes(workdir: pathlib.Path, config) -> str:
         ckpt.close()
 
 
-def load_generator(workdir, *, step: int | None = None, ema: bool = True):
+def runs_of(config: dict) -> int:
+    """How many runs a saved config (config.json, a checkpoint's) trained in one program."""
+    import math
+
+    from gan_jax.trainer import multirun
+    r = {"seeds": 1, "sweep": "", **config.get("runs", {})}  # Older runs have no such key.
+    return r["seeds"] * math.prod(len(v) for v in multirun.parse_sweep(r["sweep"]).values())
+
+
+def _pick_run(g, n: int, run: int | None, where):
+    """Run ``run``'s arrays of a generator part saved by a job of ``n`` runs."""
+    if n == 1:
+        if run not in (None, 0):
+            raise ConfigError(f"{where} holds a single run; leave --run (run=) out or use 0.")
+        return g
+    if run is None:
+        raise ConfigError(f"{where} holds {n} runs in one checkpoint; choose one with --run "
+                          f"(run=) in 0..{n - 1}.")
+    if not 0 <= run < n:
+        raise ConfigError(f"Run {run} is not one of the {n} runs of {where}; use 0..{n - 1}.")
+    return jax.tree.map(lambda x: x[run], g)
+
+
+def load_generator(workdir, *, step: int | None = None, ema: bool = True,
+                   run: int | None = None):
     """Reads G's part of a run's checkpoint (D and the optimizer states are never built; a
-    VAE's decoder is its G).
+    VAE's decoder is its G); of a job of several runs, run ``run``'s.
     Returns (draw, z_dim, step, run_info): ``draw(z_BZ, y_B=None)`` is a jitted function
     giving float32 images in [-1, 1], NHWC (``y_B``: the classes, for a conditional G);
     ``run_info["conditional_classes"]`` is G's number of classes (0: unconditional)."""
@@ -136,6 +160,7 @@ def load_generator(workdir, *, step: int | None = None, ema: bool = True):
                        "No earlier checkpoint's generator passes its check."), e.step) from None
     finally:
         ckpt.close()
+    g = _pick_run(g, runs_of(info["config"]), run, directory.parent)
     config = ml_collections.ConfigDict(info["config"])
     G = families.generator(config, tuple(info["image_shape"]), info.get("num_classes"))
     expected = jax.eval_shape(lambda: init_variables(jax.random.PRNGKey(0), G,
@@ -154,24 +179,25 @@ def load_generator(workdir, *, step: int | None = None, ema: bool = True):
 
 
 def sample(workdir, num: int = 64, *, step: int | None = None, ema: bool = True,
-           seed: int = 0, chunk: int = 1000):
+           seed: int = 0, chunk: int = 1000, run: int | None = None):
     """Draws ``num`` images (uint8 NHWC) from a run's checkpoint, reading only G's part and
     the run info; D and the optimizer states are never built. ``z`` comes from ``seed``
     alone, so the same call draws the same images. Returns (images, step); for a
     conditional G's classes, see ``sample_labelled``."""
-    images, _, step = sample_labelled(workdir, num, step=step, ema=ema, seed=seed, chunk=chunk)
+    images, _, step = sample_labelled(workdir, num, step=step, ema=ema, seed=seed, chunk=chunk,
+                                      run=run)
     return images, step
 
 
 def sample_labelled(workdir, num: int = 64, *, label: int | None = None,
                     step: int | None = None, ema: bool = True, seed: int = 0,
-                    chunk: int = 1000):
+                    chunk: int = 1000, run: int | None = None):
     """``sample`` with a conditional G's classes: ``label`` K draws all ``num`` images of
     class K; without it, one class per row as the training grids (``sampling.grid_latents``:
     ``num`` rounded down to whole rows of C classes, at least one column). Returns (images,
     labels, step); labels (int32 [B]) are None for an unconditional G, which takes no
-    ``label``."""
-    draw, z_dim, step, info = load_generator(workdir, step=step, ema=ema)
+    ``label``. ``run``: which run of a job of several (``load_generator``)."""
+    draw, z_dim, step, info = load_generator(workdir, step=step, ema=ema, run=run)
     classes = info["conditional_classes"]
     if label is None:
         z, y = sampling.grid_latents(jax.random.PRNGKey(seed), num, z_dim, classes)
@@ -189,7 +215,7 @@ def sample_labelled(workdir, num: int = 64, *, label: int | None = None,
     return np.concatenate(out), (None if y is None else np.asarray(y)), step
 
 
-def load_vae(workdir, *, step: int | None = None, ema: bool = True):
+def load_vae(workdir, *, step: int | None = None, ema: bool = True, run: int | None = None):
     """A VAE run's encoder and decoder from its checkpoint (the optimizer state is never
     read). Returns (encoder, decoder, params, vars, step, run_info), ``params`` and ``vars``
     as the state's ``{"encoder", "decoder"}`` trees (the EMA params unless ``ema=False``),
@@ -208,6 +234,8 @@ def load_vae(workdir, *, step: int | None = None, ema: bool = True):
         _, _, e = ckpt.restore_generator(step, part="encoder")
     finally:
         ckpt.close()
+    n = runs_of(info["config"])
+    d, e = (_pick_run(x, n, run, directory.parent) for x in (d, e))
     config = ml_collections.ConfigDict(info["config"])
     family = families.build(config, tuple(info["image_shape"]), info.get("num_classes"))
     which = "ema_params" if ema else "params"

@@ -1,0 +1,71 @@
+"""The loop's periodic work for several runs in one program: grids with one row per run,
+and evaluations of every run with their mean, std, min and max."""
+import time
+
+import numpy as np
+
+from gan_jax import files, parallel, runs, sampling
+from gan_jax.trainer import multirun
+from gan_jax.trainer import writers as writers_lib
+from gan_jax.trainer.periodic import Evaluations, SampleGrids, say
+
+
+class RunsSampleGrids(SampleGrids):
+    """Grids of the first ``cols`` fixed latents, one row per run (raw and EMA); the final
+    grids also as one full grid per run (``final_run<i>.png``)."""
+
+    def __call__(self, state, step: int, final: bool = False) -> None:
+        g_params, g_vars, ema_params = self.engine.generator_view(state)
+        n, total = runs.num_runs(g_params), len(self.z)
+        cols = max(1, int(np.sqrt(total)))
+        to_host = lambda x: sampling.to_uint8(parallel.to_host(x))
+        has_bn = "batch_stats" in g_vars
+        raw, ema = [], []
+        for r in range(n):
+            p, v, e = runs.select((g_params, g_vars, ema_params), r)
+            raw.append(to_host(self.draw(p, v, self.z, self.y))[:cols])
+            full = to_host(self.draw(e, v, self.z, self.y, batch_stats=has_bn))
+            ema.append(full[:cols])
+            if final and parallel.is_writer():
+                writers_lib.save_png(self.workdir / "samples" / f"final_run{r}.png",
+                                     sampling.class_grid(full, self.y))
+        raw = sampling.grid(np.concatenate(raw), cols=cols)
+        ema = sampling.grid(np.concatenate(ema), cols=cols)
+        if parallel.is_writer():
+            name = "final" if final else f"step_{step:08d}"
+            writers_lib.save_png(self.workdir / "samples" / f"{name}_raw.png", raw)
+            writers_lib.save_png(self.workdir / "samples" / f"{name}.png", ema)
+            self.writer.write_images(step, {"samples/raw": raw, "samples/ema": ema})
+
+
+class RunsEvaluations(Evaluations):
+    """Evaluates every run's EMA generator (its lines carry ``"run": i``), then writes one
+    ``"metric": "runs"`` line with each value's mean, std (ddof 1), min and max over the
+    runs, and logs the means as ``eval/<name>`` (and ``eval/<name>_std``)."""
+
+    def __init__(self, evaluator, engine, writer, frozen=lambda: {}):
+        super().__init__(evaluator, engine, writer)
+        self.frozen = frozen  # -> {run: step it froze at}
+
+    def __call__(self, state, step: int) -> None:
+        view = self.engine.checkpoint_view(state)
+        _, g_vars, ema_params = self.engine.family.generator_view(view)
+        t, by_run = time.time(), {}
+        for r in range(self.engine.num_runs):
+            v, e = runs.select((g_vars, ema_params), r)
+            nelbo = self.engine.family.nelbo(runs.select(view, r))
+            by_run[r] = self.evaluator(e, v, step, self.writer, nelbo, run=r)
+        stats = multirun.summary(by_run)
+        frozen = {str(k): v for k, v in self.frozen().items()}
+        if parallel.is_writer():
+            files.append_jsonl(self.evaluator.path, [{
+                "metric": "runs", "step": step, "source": "train", "runs": len(by_run),
+                "settings": self.engine.settings, "frozen": frozen, **stats}])
+            self.writer.write_scalars(step, {
+                **{f"eval/{k}": s["mean"] for k, s in stats.items()},
+                **{f"eval/{k}_std": s["std"] for k, s in stats.items()}})
+        self._step, self._values = step, {k: s["mean"] for k, s in stats.items()}
+        say(f"gan_jax: eval at step {step} of {len(by_run)} runs: " + ", ".join(
+            f"{k} {s['mean']:.4g} ± {s['std']:.2g} [{s['min']:.4g}, {s['max']:.4g}]"
+            for k, s in stats.items()) + (f"; frozen runs {frozen}" if frozen else "")
+            + f" ({time.time() - t:.1f}s)")
