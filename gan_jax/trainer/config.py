@@ -62,7 +62,7 @@ def defaults() -> ml_collections.ConfigDict:
     # `best_metric` (any logged metric; "" disables) when it is set.
     c.checkpoint = dict(every=1000, keep=3, best_metric="", best_mode="min", async_save=True)
     c.nan_rollbacks = 0  # On NaN/Inf: roll back to the last checkpoint this many times.
-    # Several runs in one program (docs/runs.md): `seeds` runs per point of `sweep`, run i
+    # Several runs in one program (docs/training.md): `seeds` runs per point of `sweep`, run i
     # seeded config.seed + (i % seeds); sweep: "key=v1,v2;key2=..." over scalar keys
     # (trainer.multirun.SWEEPABLE), crossed. form: "vmap" | "loop" | "" (by platform).
     c.runs = dict(seeds=1, sweep="", form="")

@@ -36,6 +36,13 @@ class RunsEngine(Engine):
         self.layout = runs.layout_for(self.num_runs, mesh.devices.size)
         kwargs["mesh"] = mesh
         super().__init__(config, **kwargs)
+        # The loop form's program holds every run's copy of each of its steps (unrolled on
+        # CPU), so its compile time grows with N x K: it runs K / N steps per call instead
+        # (the largest divisor of K at most that), called until the dispatch's K are done.
+        self.k_call = self.k
+        if self.form == "loop":
+            self.k_call = max(d for d in range(1, self.k + 1)
+                              if self.k % d == 0 and d <= max(1, self.k // self.num_runs))
         if self.streaming or self.pmap:
             raise ConfigError("Several runs need parallel.mode='jit' and dataset.pipeline="
                               "'device'.")
@@ -101,10 +108,20 @@ class RunsEngine(Engine):
     def _data_program(self):
         n = device.rows_of(self._data_host)
         multi = device.make_run_data_steps(
-            self.train_step, self.k, rows_per_step=self.rows, num_examples=n,
+            self.train_step, self.k_call, rows_per_step=self.rows, num_examples=n,
             keys=self.data_keys, mesh=self.mesh, order=self.data_order, unroll=self.unroll)
         return parallel.shard_step(multi, self.mesh, donate=self.donate,
                                    state_spec=runs.state_spec(self.layout))
+
+    def dispatch(self, state):
+        """Runs K steps (``K / k_call`` calls); metrics stacked over the K steps."""
+        parts = []
+        for _ in range(self.k // self.k_call):
+            state, metrics = self.compiled(state, self._data)
+            parts.append(metrics)
+        if len(parts) == 1:
+            return state, parts[0]
+        return state, jax.tree.map(lambda *m: jnp.concatenate(m), *parts)
 
     def metric_names(self) -> tuple[str, ...]:
         return tuple(k for k in self.compiled.out_info[1] if k != "live")

@@ -1,0 +1,42 @@
+"""Writes finished jobs' final-step FID, KID, IS, precision and recall as mean ± std over
+seeds (one row per sweep point), their FID by step and wall time, as one markdown table per
+dataset (datasets in the order first given), and the sample grids of the --grid rows.
+
+  python -m experiments.quality_report --row=MNIST:"SN hinge":runs/quality/sn_hinge \
+      --row=MNIST:DCGAN:runs/quality/dcgan ... --out=docs/quality.md \
+      [--notes=FILE] [--images_dir=DIR] [--grid=LABEL ...]
+
+Each --grid row's samples/final_run0.png (final.png of a single run) is copied to DIR
+(default docs/images/<out stem>/). The file starts with this command, so rerunning it
+regenerates the file.
+"""
+import shlex
+import sys
+
+from absl import flags
+
+from experiments import cli
+from gan_jax.trainer import quality
+
+_ROW = flags.DEFINE_multi_string("row", None, "DATASET:LABEL:WORKDIR, once per job.",
+                                 required=True)
+_OUT = flags.DEFINE_string("out", None, "The markdown file to write.", required=True)
+_NOTES = flags.DEFINE_string("notes", None, "A file whose text goes, verbatim, under a "
+                             "\"Reading\" heading.")
+_IMAGES = flags.DEFINE_string("images_dir", None, "Where the sample grids go; default "
+                              "images/<out stem>/ next to --out.")
+_GRID = flags.DEFINE_multi_string("grid", [], "A row's LABEL whose first run's final sample "
+                                  "grid is shown; repeatable.")
+
+
+def main(argv):
+    # The exact command, so that the file says how to regenerate it.
+    command = shlex.join(["python", "-m", "experiments.quality_report", *sys.argv[1:]])
+    with cli.script(argv):
+        out = quality.write(_ROW.value, _OUT.value, images_dir=_IMAGES.value,
+                            notes=_NOTES.value, grid=_GRID.value, command=command)
+    print(f"wrote {out} ({len(_ROW.value)} jobs, {len(_GRID.value)} grids)")
+
+
+if __name__ == "__main__":
+    cli.run(main)
