@@ -49,7 +49,8 @@ _EMA = flags.DEFINE_boolean("ema", True, "Use the EMA generator (--noema / --no-
 _NPZ = flags.DEFINE_string("npz", "", "Also write the images (uint8 NHWC) to this .npz.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the latent batch.")
 _RUN = flags.DEFINE_integer("run", None, "Which run of a job of several runs (config.runs); "
-                            "default all of them, one file each (name_run<i>.png).")
+                            "default all of them, one file each (name_run<i>.png); "
+                            "--reconstruct and --interpolate need one.")
 _CLASS = flags.DEFINE_integer("class", None, "A conditional run's class to draw (all --num "
                               "images); default one class per row.")
 _RECONSTRUCT = flags.DEFINE_boolean(
@@ -116,7 +117,7 @@ def _vae_views() -> None:
                         interpolate=_INTERPOLATE.value,
                         num=_NUM.value if _NUM.present else vae_views.NUM,
                         pairs=_PAIRS.value, steps=_STEPS.value, step=_STEP.value,
-                        ema=_EMA.value)
+                        ema=_EMA.value, run=_RUN.value)
     for name, grid in v.grids().items():
         out = _OUT.value
         if out is None:
@@ -126,7 +127,7 @@ def _vae_views() -> None:
         print(v.describe(name, out))
 
 
-def _run_path(path: str, run: int) -> str:
+def _run_path(path: str, run) -> str:
     """``path`` with ``_run<i>`` before its suffix ('' stays '')."""
     if not path:
         return path
@@ -165,8 +166,10 @@ def main(argv):
                 out, npz = (_run_path(p, run) for p in (out, npz))
             rows = labels is not None and _CLASS.value is None
             _save(images, labels, rows, step, out, npz)
-    what = f"{len(images)} images" + (f" of each of {len(which)} runs" if len(which) > 1
-                                      else "")
+    what = f"{len(images)} images"
+    if len(which) > 1:
+        what += f" of each of {len(which)} runs"
+        out, npz = _run_path(out, "<i>"), _run_path(npz, "<i>")
     if rows:
         classes = len(set(labels.tolist()))
         what += (f" ({classes} classes x {len(images) // classes}, one class per row; "

@@ -10,7 +10,7 @@ from gan_jax.errors import ConfigError, DivergenceError
 from gan_jax.trainer import config as config_lib
 from gan_jax.trainer import families, multirun
 from gan_jax.trainer.checkpoint import Checkpointer
-from tests.helpers import smoke_config
+from tests.helpers import run_module, smoke_config
 
 
 def restore_runs(workdir, config):
@@ -138,6 +138,11 @@ def test_evaluation_and_sampling_per_run(mnist_dir, private_cache, tmp_path):
         workdir.sample(tmp_path / "job", 4, run=2)
     with pytest.raises(ConfigError, match="holds 2 runs in one checkpoint"):
         workdir.sample(tmp_path / "job", 4)
+    proc = run_module(f"--workdir={tmp_path / 'job'}", "--num=4",
+                      f"--out={tmp_path / 'grid.png'}", data_dir=mnist_dir,
+                      module="experiments.sample")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "of each of 2 runs" in proc.stdout and (tmp_path / "grid_run1.png").exists()
     a, _ = workdir.sample(tmp_path / "job", 4, run=0)
     b, _ = workdir.sample(tmp_path / "job", 4, run=1)
     assert a.shape == (4, 28, 28, 1) and not np.array_equal(a, b)

@@ -119,14 +119,15 @@ def _in_chunks(fn, n: int, size: int):
 
 def views(workdir, *, reconstruct: bool = False, interpolate: bool = False, num: int = NUM,
           pairs: int = PAIRS, steps: int = STEPS, step: int | None = None, ema: bool = True,
-          data_dir: str | None = None) -> Views:
+          data_dir: str | None = None, run: int | None = None) -> Views:
     """The reconstruction and/or interpolation grids of a VAE run's checkpoint (the latest
-    unless ``step``; its EMA weights unless ``ema=False``) for the first ``num`` / ``2 *
-    pairs`` images of its dataset's test split. ConfigError for a GAN's workdir or counts
-    that give no view; nothing is written."""
+    unless ``step``; its EMA weights unless ``ema=False``; run ``run`` of a job of several)
+    for the first ``num`` / ``2 * pairs`` images of its dataset's test split. ConfigError
+    for a GAN's workdir or counts that give no view; nothing is written."""
     check(num=num if reconstruct else None, pairs=pairs if interpolate else None,
           steps=steps if interpolate else None)
-    encoder, decoder, params, variables, step, info = load_vae(workdir, step=step, ema=ema)
+    encoder, decoder, params, variables, step, info = load_vae(workdir, step=step, ema=ema,
+                                                               run=run)
     dataset = info["config"]["dataset"]
     need = max(num if reconstruct else 0, 2 * pairs if interpolate else 0)
     fix = " and ".join(f for f, n in (("lower --num", num if reconstruct else 0),
