@@ -90,3 +90,9 @@ def test_calibration_is_monotonic(mnist_classifier, mnist_dir):
         for worse, better in zip(chain[1:], chain[:-1]):
             assert worse["fid"] > better["fid"] and worse["kid"] > better["kid"]
             assert worse["is"] < better["is"]
+    # Real images against real: high precision and recall; blurred ones lose the recall.
+    floor = calibration.floor_precision_recall(ex, ref, test.images, num=3000)
+    blurred = calibration.floor_precision_recall(
+        ex, ref, calibration.corrupt(test.images, "blur", 1.5), num=3000)
+    assert floor["precision"] > 0.75 and floor["recall"] > 0.75
+    assert blurred["recall"] < floor["recall"] - 0.5

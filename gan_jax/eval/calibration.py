@@ -64,3 +64,14 @@ def markdown(rows) -> str:
             f"Gaussian noise, std {level}" if kind == "noise" else f"Gaussian blur, sigma {level} px")
         lines.append(f"| {name} | {s['fid']:.3f} | {s['kid']:.5f} | {s['is']:.3f} |")
     return "\n".join(lines)
+
+
+def floor_precision_recall(extractor, reference, test_images_uint8, *, k: int = 3,
+                           num: int = 10_000) -> dict:
+    """Precision and recall of the real test images (the first ``num``) against the first
+    ``num`` reference features: the values a perfect generator gets, as the evaluation
+    measures a generator's (``knn_num`` samples a side)."""
+    feats = features_lib.extract(extractor, features_lib.padded_batches(
+        test_images_uint8[:num], extractor.batch_size))
+    p, r = M.precision_recall(reference.features[:num], feats.features, k=k)
+    return {"precision": float(p), "recall": float(r)}
