@@ -239,12 +239,7 @@ def write(rows, out_md, images_dir=None, notes=None, grid=(), command: str = "")
     jobs = [read_job(r) for r in rows]
     report._check_datasets(jobs)  # noqa: SLF001 - one table, one dataset
     table = [row for job in jobs for row in table_rows(job)]
-    text = None
-    if notes is not None:
-        try:
-            text = pathlib.Path(notes).read_text(encoding="utf-8")
-        except OSError as e:
-            raise WorkdirError(f"Cannot read --notes={notes} ({e.strerror or e}).") from None
+    text = report.read_notes(notes)
     copies, grids = [], []
     for job in (j for j in jobs if j["row"].label in grid):
         src, caption = _grid(job)

@@ -50,6 +50,16 @@ def _read_json(path: pathlib.Path, what: str) -> dict:
         raise WorkdirError(f"Cannot read {path} ({e}).") from None
 
 
+def read_notes(notes) -> str | None:
+    """The text of a ``--notes`` file (None for none)."""
+    if notes is None:
+        return None
+    try:
+        return pathlib.Path(notes).read_text(encoding="utf-8")
+    except OSError as e:
+        raise WorkdirError(f"Cannot read --notes={notes} ({e.strerror or e}).") from None
+
+
 def final_lines(path: pathlib.Path, step: int) -> dict[str, dict]:
     """metric -> its eval.jsonl line at ``step``; of several, the last in the file (a later
     ``experiments.evaluate`` supersedes the training loop's). No line at ``step``: absent."""
@@ -232,12 +242,7 @@ def write(rows, out_md, images_dir=None, notes=None, command: str = "") -> pathl
     if len(set(names)) < len(names):
         raise ConfigError(f"Two rows would share a sample grid file ({names}); give each row "
                           "of a dataset its own LABEL.")
-    text = None
-    if notes is not None:
-        try:
-            text = pathlib.Path(notes).read_text(encoding="utf-8")
-        except OSError as e:
-            raise WorkdirError(f"Cannot read --notes={notes} ({e.strerror or e}).") from None
+    text = read_notes(notes)
     links = [pathlib.Path(os.path.relpath(images_dir / n, out_md.parent)).as_posix()
              for n in names]
     markdown = render(runs, links, text, command)
