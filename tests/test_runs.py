@@ -123,3 +123,14 @@ def test_bad_arguments_are_refused():
                            hparams={"ema_decay": [0.9, 0.99, 0.999]})
     with pytest.raises(ValueError, match="one value per run"):
         multi(runs.stack([create(0), create(1)]), batches(2))
+
+
+def test_the_runs_benchmark_table_divides_by_one_runs_step():
+    from gan_jax.perf import runs_benchmark
+    rows = [{"model": "m", "runs": 1, "form": "single", "ms_per_step": 10.0,
+             "ms_per_run_step": 10.0, "compile_s": 1.0},
+            {"model": "m", "runs": 4, "form": "loop", "ms_per_step": 36.0,
+             "ms_per_run_step": 9.0, "compile_s": 4.0}]
+    table = runs_benchmark.runs_table(rows)
+    assert "| m | 4 | loop | 36.00 | 9.00 | 0.90x | 4.0 |" in table
+    assert runs_benchmark.forms_for("gpu") == ("vmap",)
