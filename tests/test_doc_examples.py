@@ -145,7 +145,7 @@ def _check_what_the_doc_says(doc, scopes, tmp):
         listed = re.search(r"^- `metrics`: (.*?); all float32", README.read_text(),
                            re.S | re.M).group(1)
         assert sorted(scope["metrics"]) == sorted(re.findall(r"`(\w+)`", listed))
-        assert (tmp / "runs/mnist_dcgan/samples/final.png").exists()
+        assert (tmp / "runs/mnist_sndcgan/samples/final.png").exists()
         # The folder import, then 20 steps on it.
         assert (tmp / "runs/my_images/samples/final.png").exists()
         assert json.loads((tmp / "runs/my_images/config.json").read_text())["dataset"][
