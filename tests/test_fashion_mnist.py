@@ -234,3 +234,8 @@ def test_the_fashion_dcgan_config():
     c.eval.extractor = "fashion"
     with pytest.raises(ConfigError, match="'fashion_mnist'"):
         config_lib.validate(c)
+    # The study's Fashion job: the main job's recipe for 10,000 steps (docs/quality.md).
+    sn = config_lib.validate(load_config("fashion_mnist_sndcgan", None))
+    main = config_lib.validate(load_config("mnist_sndcgan", None))
+    assert (sn.dataset.name, sn.eval.extractor, sn.num_steps) == ("fashion_mnist",) * 2 + (10_000,)
+    assert (sn.model, sn.optimizer, sn.loss) == (main.model, main.optimizer, "hinge")
