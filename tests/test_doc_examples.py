@@ -205,7 +205,7 @@ def test_every_fenced_block_is_python_or_bash():
     bash = [code for lang, code in _blocks(README) if lang == "bash"]
     assert bash[:2] == [
         "pip install -e . && python -m experiments.main "
-        "--config=experiments/configs/mnist_dcgan.py --workdir=runs/mnist_dcgan\n",
+        "--config=experiments/configs/mnist_sndcgan.py --workdir=runs/mnist_sndcgan\n",
         'pip install -e ".[dev]" && python -m pytest -q -n 2\n']
     assert 'pip install -e ".[dev]" && python -m pytest -q -n 2' in (ROOT / ".ci/run").read_text()
 

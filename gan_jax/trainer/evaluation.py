@@ -108,7 +108,8 @@ def evaluate_checkpoint(workdir, metrics="fid", num: int = 10_000, *, step: int 
                                    reference_split=reference_split,
                                    reference_num=reference_num, data_dir=data_dir,
                                    reference_cache=reference_cache, log=log, **kwargs)
-    draw, z_dim, step, info = load_generator(workdir, step=step, ema=ema, run=run)
+    draw, z_dim, step, info = load_generator(workdir, step=step, ema=ema,
+                                             **({} if run is None else {"run": run}))
     config, classes = info["config"], info["conditional_classes"]
     nelbo = None
     if "nll" in metrics:  # Before the reference: a GAN's run is refused at once.

@@ -127,8 +127,12 @@ class RunsMeter:
         return int(self.counts.max(initial=0))
 
     def add(self, first_step: int, metrics_K: dict) -> None:
+        """``metrics_K``: {name: [K, N]}, or a tuple of [k, N] parts."""
         from gan_jax import parallel
-        host = {k: np.asarray(v, np.float64) for k, v in parallel.to_host(metrics_K).items()}
+        # A metric may come as parts (one per call of the engine's program), joined here.
+        host = {k: np.concatenate([np.asarray(p, np.float64).reshape(-1, self.n)
+                                   for p in (v if isinstance(v, tuple) else (v,))])
+                for k, v in parallel.to_host(metrics_K).items()}
         live = host.pop("live") > 0  # [K, N]
         for r in range(self.n):
             dead = np.flatnonzero(~live[:, r])

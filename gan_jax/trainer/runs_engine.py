@@ -114,14 +114,15 @@ class RunsEngine(Engine):
                                    state_spec=runs.state_spec(self.layout))
 
     def dispatch(self, state):
-        """Runs K steps (``K / k_call`` calls); metrics stacked over the K steps."""
+        """Runs K steps (``K / k_call`` calls); each metric as the calls' parts, [k_call, N]
+        each, which the meter joins on the host: joining them on the devices would be one
+        more program per dispatch, and bursts of small programs over XLA:CPU's fake devices
+        have aborted at their rendezvous limit (see ``parallel.unreplicate``)."""
         parts = []
         for _ in range(self.k // self.k_call):
             state, metrics = self.compiled(state, self._data)
             parts.append(metrics)
-        if len(parts) == 1:
-            return state, parts[0]
-        return state, jax.tree.map(lambda *m: jnp.concatenate(m), *parts)
+        return state, {k: tuple(p[k] for p in parts) for k in parts[0]}
 
     def metric_names(self) -> tuple[str, ...]:
         return tuple(k for k in self.compiled.out_info[1] if k != "live")

@@ -15,7 +15,9 @@ class RunsSampleGrids(SampleGrids):
     grids also as one full grid per run (``final_run<i>.png``)."""
 
     def __call__(self, state, step: int, final: bool = False) -> None:
-        g_params, g_vars, ema_params = self.engine.generator_view(state)
+        # Runs are picked on the host: indexing the stacked device arrays would be a burst
+        # of small multi-device programs (see parallel.unreplicate).
+        g_params, g_vars, ema_params = parallel.to_host(self.engine.generator_view(state))
         n, total = runs.num_runs(g_params), len(self.z)
         cols = max(1, int(np.sqrt(total)))
         to_host = lambda x: sampling.to_uint8(parallel.to_host(x))
@@ -48,7 +50,7 @@ class RunsEvaluations(Evaluations):
         self.frozen = frozen  # -> {run: step it froze at}
 
     def __call__(self, state, step: int) -> None:
-        view = self.engine.checkpoint_view(state)
+        view = parallel.to_host(self.engine.checkpoint_view(state))  # Runs picked on the host.
         _, g_vars, ema_params = self.engine.family.generator_view(view)
         t, by_run = time.time(), {}
         for r in range(self.engine.num_runs):
