@@ -5,7 +5,6 @@ Run i is point ``i // seeds`` of the sweep (its values crossed in the order writ
 seed ``config.seed + i % seeds``: it trains as a single run of that config and seed would.
 """
 import itertools
-import math
 
 import numpy as np
 
@@ -41,17 +40,29 @@ def parse_sweep(text: str) -> dict[str, list[float]]:
     return sweep
 
 
+def points(sweep: str) -> list[dict]:
+    """The points of a ``runs.sweep`` text, its values crossed in the order written: [{}]
+    for none."""
+    keys = parse_sweep(sweep)
+    return [dict(zip(keys, values)) for values in itertools.product(*keys.values())]
+
+
 def settings(config) -> list[dict]:
     """Each run's {"seed": ..., swept key: value}, in run order."""
-    sweep = parse_sweep(config.runs.sweep)
-    points = [dict(zip(sweep, values)) for values in itertools.product(*sweep.values())]
-    return [{"seed": config.seed + s, **point} for point in points
+    return [{"seed": config.seed + s, **point} for point in points(config.runs.sweep)
             for s in range(config.runs.seeds)]
 
 
 def count(config) -> int:
     """How many runs ``config`` trains in one program."""
-    return config.runs.seeds * math.prod(len(v) for v in parse_sweep(config.runs.sweep).values())
+    return config.runs.seeds * len(points(config.runs.sweep))
+
+
+def saved_count(config: dict) -> int:
+    """``count`` of a saved config (config.json, a checkpoint's run info), whose older runs
+    have no ``runs`` group."""
+    r = {"seeds": 1, "sweep": "", **(config.get("runs") or {})}
+    return r["seeds"] * len(points(r["sweep"] or ""))
 
 
 def check(config) -> None:

@@ -1,7 +1,6 @@
 """The quality report: finished jobs' final-step FID, KID, IS, precision and recall as mean ±
 std over seeds, one row per sweep point, one markdown table per dataset, with chosen sample
 grids (``python -m experiments.quality_report``)."""
-import itertools
 import json
 import os
 import pathlib
@@ -54,10 +53,9 @@ def read_job(row: Row) -> dict:
     summary = _read_json(row.workdir / "summary.json", "the trainer writes it at the end")
     r = {"seeds": 1, "sweep": "", **(config.get("runs") or {})}  # Old runs lack "runs".
     try:
-        sweep = multirun.parse_sweep(r["sweep"] or "")
+        points = multirun.points(r["sweep"] or "")
     except ConfigError as e:
         raise ConfigError(f"{row.workdir / 'config.json'}: {e}") from None
-    points = [dict(zip(sweep, v)) for v in itertools.product(*sweep.values())]
     if not isinstance(r["seeds"], int) or r["seeds"] < 1:
         raise WorkdirError(f"{row.workdir / 'config.json'} has runs.seeds={r['seeds']!r}, not "
                            "a count >= 1: pass the workdir of a job the trainer wrote.")

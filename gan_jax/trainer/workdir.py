@@ -119,11 +119,8 @@ def _shape_changes(workdir: pathlib.Path, config) -> str:
 
 def runs_of(config: dict) -> int:
     """How many runs a saved config (config.json, a checkpoint's) trained in one program."""
-    import math
-
     from gan_jax.trainer import multirun
-    r = {"seeds": 1, "sweep": "", **config.get("runs", {})}  # Older runs have no such key.
-    return r["seeds"] * math.prod(len(v) for v in multirun.parse_sweep(r["sweep"]).values())
+    return multirun.saved_count(config)
 
 
 def _pick_run(g, n: int, run: int | None, where):
