@@ -16,6 +16,16 @@ from gan_jax.errors import GanJaxError, exit_on_error
 _HELP = re.compile(r"^--?(help|helpshort|helpfull|helpxml|\?)(=.*)?$")
 
 
+def report_flags(row_help: str):
+    """The flags every report script takes: (--row, --out, --notes, --images_dir)."""
+    return (flags.DEFINE_multi_string("row", None, row_help, required=True),
+            flags.DEFINE_string("out", None, "The markdown file to write.", required=True),
+            flags.DEFINE_string("notes", None, "A file whose text goes, verbatim, under a "
+                                "\"Reading\" heading."),
+            flags.DEFINE_string("images_dir", None, "Where the sample grids go; default "
+                                "images/<out stem>/ next to --out."))
+
+
 def run(main):
     """``app.run(main)``, its flags parsed by ``parse_flags``."""
     app.run(main, flags_parser=parse_flags)

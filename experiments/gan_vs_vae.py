@@ -11,18 +11,10 @@ starts with this command, so rerunning it regenerates the file.
 import shlex
 import sys
 
-from absl import flags
-
 from experiments import cli
 from gan_jax.trainer import report
 
-_ROW = flags.DEFINE_multi_string("row", None, "DATASET:LABEL:WORKDIR, once per row.",
-                                 required=True)
-_OUT = flags.DEFINE_string("out", None, "The markdown file to write.", required=True)
-_NOTES = flags.DEFINE_string("notes", None, "A file whose text goes, verbatim, under a "
-                             "\"Reading\" heading.")
-_IMAGES = flags.DEFINE_string("images_dir", None, "Where the sample grids go; default "
-                              "images/<out stem>/ next to --out.")
+_ROW, _OUT, _NOTES, _IMAGES = cli.report_flags("DATASET:LABEL:WORKDIR, once per row.")
 
 
 def main(argv):

@@ -18,13 +18,7 @@ from absl import flags
 from experiments import cli
 from gan_jax.trainer import quality
 
-_ROW = flags.DEFINE_multi_string("row", None, "DATASET:LABEL:WORKDIR, once per job.",
-                                 required=True)
-_OUT = flags.DEFINE_string("out", None, "The markdown file to write.", required=True)
-_NOTES = flags.DEFINE_string("notes", None, "A file whose text goes, verbatim, under a "
-                             "\"Reading\" heading.")
-_IMAGES = flags.DEFINE_string("images_dir", None, "Where the sample grids go; default "
-                              "images/<out stem>/ next to --out.")
+_ROW, _OUT, _NOTES, _IMAGES = cli.report_flags("DATASET:LABEL:WORKDIR, once per job.")
 _GRID = flags.DEFINE_multi_string("grid", [], "A row's LABEL whose first run's final sample "
                                   "grid is shown; repeatable.")
 
