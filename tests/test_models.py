@@ -125,3 +125,32 @@ def test_upconv_matches_pytorch_conv_transpose_semantics():
         assert y.shape == (6, 6)
         np.testing.assert_array_equal(y[1:5, 1:5], np.asarray(k)[::-1, ::-1, 0, 0])
         assert y.sum() == np.asarray(k).sum()
+
+
+def test_sn_dcgan_discriminator_biases():
+    # Without biases an SN-DCGAN D (no BatchNorm) is positively homogeneous: D(2x) = 2 D(x),
+    # so it cannot place a threshold; model.d_bias gives every layer a bias.
+    x = jax.random.uniform(KEY, (4, 28, 28, 1), minval=-1.0, maxval=1.0)
+    out = {}
+    for bias in (False, True):
+        D = dcgan.Discriminator(resolution=28, width=8, spectral_norm=True, bias=bias)
+        dv = _init(D, x)
+        biases = [k for k, _ in jax.tree_util.tree_leaves_with_path(dv["params"])
+                  if "bias" in jax.tree_util.keystr(k)]
+        assert len(biases) == (3 if bias else 0)  # two convolutions and the head
+        if bias:  # zero at init, as Flax's; make them count
+            dv = jax.tree_util.tree_map_with_path(
+                lambda k, v: v + 0.3 if "bias" in jax.tree_util.keystr(k) else v, dv)
+        out[bias] = (_apply(D, dv, 2 * x, train=False), _apply(D, dv, x, train=False))
+    np.testing.assert_allclose(out[False][0], 2 * out[False][1], rtol=1e-5, atol=1e-6)
+    assert float(jnp.abs(out[True][0] - 2 * out[True][1]).max()) > 1e-2
+    from gan_jax import models
+    from gan_jax.errors import ConfigError
+    from gan_jax.trainer.config import defaults
+    c = defaults().model
+    c.name, c.d_bias = "resnet", True
+    with pytest.raises(ConfigError, match="d_bias applies to model.name 'dcgan'"):
+        models.build(c, (32, 32, 3))
+    c.name, c.spectral_norm = "dcgan", True
+    _, D = models.build(c, (28, 28, 1))
+    assert D.bias and D.spectral_norm

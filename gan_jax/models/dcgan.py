@@ -92,6 +92,7 @@ class Discriminator(nn.Module):
     width: int = 64
     num_classes: int = 0  # > 0: a projection discriminator on the class ``y``.
     spectral_norm: bool = False
+    bias: bool = False  # Biases on D's layers (with spectral_norm, where no BatchNorm shifts).
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
     axis_name: str | None = None
@@ -106,7 +107,7 @@ class Discriminator(nn.Module):
         h = x_BHWC.astype(self.dtype)
         for i in range(n):
             conv = nn.Conv(self.width * 2 ** i, (4, 4), strides=(2, 2),
-                           padding=((1, 1), (1, 1)), use_bias=False, dtype=self.dtype,
+                           padding=((1, 1), (1, 1)), use_bias=self.bias, dtype=self.dtype,
                            param_dtype=self.param_dtype, kernel_init=_W_INIT)
             h = spectral(conv, self.spectral_norm)(h, update_stats=train)
             if i > 0 and not self.spectral_norm:
@@ -115,7 +116,7 @@ class Discriminator(nn.Module):
         h = h.reshape((h.shape[0], -1))
         if self.num_classes or self.spectral_norm:
             return ProjectionHead(self.num_classes, self.spectral_norm, kernel_init=_W_INIT,
-                                  use_bias=False, dtype=self.dtype,
+                                  use_bias=self.bias, dtype=self.dtype,
                                   param_dtype=self.param_dtype)(h, y, train)
         return nn.Dense(1, use_bias=False, dtype=self.dtype, param_dtype=self.param_dtype,
                         kernel_init=_W_INIT)(h)[:, 0]

@@ -40,6 +40,9 @@ def build(model_cfg, image_shape, dtype: str = "float32", axis_name: str | None 
                               "unconditionally or use a labelled dataset.")
         classes = int(num_classes)
     class_input = bool(classes) and model_cfg.get("class_input", False)
+    if model_cfg.get("d_bias", False) and name != "dcgan":
+        raise ConfigError(f"model.d_bias applies to model.name 'dcgan' only ({name}'s layers "
+                          "already have their biases); drop it.")
     if name in ("dcgan", "resnet") and h != w:
         raise ConfigError(f"{name} needs square images, the dataset has {h}x{w}; set "
                           "dataset.resolution to center-crop and resize them.")
@@ -56,6 +59,7 @@ def build(model_cfg, image_shape, dtype: str = "float32", axis_name: str | None 
                                 dtype=dt, axis_name=axis_name),
                 dcgan.Discriminator(resolution=h, width=model_cfg.d_width, num_classes=classes,
                                     spectral_norm=model_cfg.get("spectral_norm", False),
+                                    bias=model_cfg.get("d_bias", False),
                                     dtype=dt, axis_name=axis_name))
     if name == "resnet":
         if h not in resnet.RESOLUTIONS:

@@ -31,9 +31,11 @@ def defaults() -> ml_collections.ConfigDict:
     # conditional: G and D take the dataset's classes
     # (conditional BatchNorm, projection D); fake_labels: G's classes are drawn "uniform"
     # or with the training data's class frequencies ("data"). spectral_norm: D's layers (dcgan, resnet).
+    # d_bias: biases on the DCGAN D's layers (an SN D has no BatchNorm shift to stand in).
     # class_input: G also takes the class one-hot beside z (Mirza and Osindero).
     c.model = dict(name="mlp", z_dim=100, g_width=256, d_width=128, conditional=False,
-                   fake_labels="uniform", class_input=False, spectral_norm=False)
+                   fake_labels="uniform", class_input=False, spectral_norm=False,
+                   d_bias=False)
     # The VAE (model.name="vae"; g_width/d_width are the decoder's/encoder's channels, z_dim
     # its latent size, optimizer.g its one optimizer): the decoder's likelihood "bernoulli"
     # (of (x + 1) / 2, binarised afresh each step with binarize) or "gaussian" (std sigma on

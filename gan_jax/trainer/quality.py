@@ -89,7 +89,9 @@ def recipe(config: dict, summary: dict, point: dict | None = None) -> str:
     g = lambda k: (point or {}).get(k, _get(config, k))  # noqa: E731
     betas = lambda p: f"{_num(g(f'optimizer.{p}.b1'))}/{_num(g(f'optimizer.{p}.b2'))}"  # noqa: E731
     parts = [g("loss"), "SN" if g("model.spectral_norm") else None,
+             "D biases" if g("model.d_bias") else None,
              f"lr {_num(g('optimizer.g.learning_rate'))}/{_num(g('optimizer.d.learning_rate'))}"
+             + (" decayed linearly" if g("optimizer.g.decay") == "linear" else "")
              if g("optimizer.g.learning_rate") is not None else None,
              f"betas {betas('g')}" + ("" if betas("d") == betas("g") else f" (D {betas('d')})")
              if g("optimizer.g.b1") is not None else None,
