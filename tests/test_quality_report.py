@@ -175,3 +175,25 @@ def test_cli(jobs, tmp_path):
     errors = [s for s in r.stderr.splitlines() if s.startswith("error:")]
     assert len(errors) == 1 and "DATASET:LABEL:WORKDIR" in errors[0], r.stderr[-3000:]
     assert not (tmp_path / "bad.md").exists()
+
+
+def test_a_row_at_an_earlier_step(jobs, tmp_path):
+    # A long job's first steps stand for a shorter config: its values at that step, that
+    # step's grid, no time (the job's time covers all its steps).
+    rows, per_run = jobs
+    sweep = rows[0][2]
+    Image.fromarray(np.full((28, 28), 7, np.uint8)).save(sweep / "samples" / "step_00002500.png")
+    out = quality.write([f"MNIST:early:{sweep}@2500"], tmp_path / "q.md", grid=["early"])
+    row = _rows(out.read_text())[0]
+    assert row["step"] == "2,500" and "2,500 (of 5,000) steps" in row["recipe"]
+    _close(row["FID"].split(" ± ")[0], np.mean([per_run[r][2500]["fid"] for r in (0, 1)]))
+    assert (row["job time (min)"], row["per run (min)"]) == ("—", "—")
+    assert "EMA samples at step 2,500, one row per run (seeds from 3)" in out.read_text()
+    assert (tmp_path / "images/q/mnist_early.png").read_bytes() == \
+        (sweep / "samples" / "step_00002500.png").read_bytes()
+    with pytest.raises(WorkdirError, match=r"step 3,000 is not evaluated for every run.*"
+                                           r"2500, 5000"):
+        quality.write([f"MNIST:early:{sweep}@3000"], tmp_path / "q2.md")
+    with pytest.raises(ConfigError, match=r"'x' after '@' is not a step"):
+        quality.write([f"MNIST:early:{sweep}@x"], tmp_path / "q2.md")
+    assert not (tmp_path / "q2.md").exists()

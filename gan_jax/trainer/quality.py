@@ -120,8 +120,15 @@ def table_rows(job: dict) -> list[dict]:
             raise WorkdirError(f"{job['row'].workdir / 'eval.jsonl'}: no step is evaluated for "
                                f"every run of {label}; run python -m experiments.evaluate "
                                f"--workdir={job['row'].workdir}, then pass it again.")
-        out.append({"job": job, "label": label, "runs": runs, "step": max(common),
-                    "recipe": recipe(job["config"], job["summary"], point)})
+        step = job["row"].step
+        if step is not None and step not in common:
+            raise WorkdirError(f"{job['row'].workdir / 'eval.jsonl'}: step {step:,} is not "
+                               f"evaluated for every run of {label}; those that are: "
+                               f"{', '.join(f'{s}' for s in sorted(common))}.")
+        summary = job["summary"] if step is None else {**job["summary"], "steps": step}
+        out.append({"job": job, "label": label, "runs": runs,
+                    "step": max(common) if step is None else step,
+                    "recipe": recipe(job["config"], summary, point)})
     return out
 
 
@@ -152,7 +159,7 @@ def _by_step(row: dict) -> str:
 
 def _minutes(job: dict) -> tuple[str, str]:
     s = job["summary"]
-    if not isinstance(s.get("wall_time_s"), (int, float)):
+    if not isinstance(s.get("wall_time_s"), (int, float)) or job["row"].step is not None:
         return DASH, DASH
     backend = s.get("backend", "cpu")
     tag = "" if backend == "cpu" else f" ({backend})"
@@ -207,15 +214,22 @@ def render(rows: list[dict], grids: list[tuple[str, str]], notes: str | None,
 
 
 def _grid(job: dict) -> tuple[pathlib.Path, str]:
-    """A job's first run's final grid and its caption."""
-    w, name = job["row"].workdir / "samples", "final_run0.png" if job["runs"] > 1 else "final.png"
+    """A job's first run's final grid and its caption; of a row at a step, that step's grid
+    (of a job of several runs, one row per run)."""
+    w, step = job["row"].workdir / "samples", job["row"].step
+    name = ("final_run0.png" if job["runs"] > 1 else "final.png") if step is None \
+        else f"step_{step:08d}.png"
     if not (w / name).is_file():
-        raise WorkdirError(f"{w / name} is missing: the job wrote no final sample grid; drop "
+        raise WorkdirError(f"{w / name} is missing: the job wrote no such sample grid; drop "
                            f"--grid={job['row'].label} or pass a finished job's workdir.")
     point = ", ".join(f"{k}={v:g}" for k, v in job["points"][0].items())
     seed = job["config"].get("seed", 0)
-    return w / name, (f"{job['row'].dataset} — {job['row'].label}: final EMA samples of "
-                      f"run 0 (seed {seed}{', ' + point if point else ''})")
+    head = f"{job['row'].dataset} — {job['row'].label}: "
+    if step is not None:
+        return w / name, head + f"EMA samples at step {step:,}" + (
+            f", one row per run (seeds from {seed})" if job["runs"] > 1 else "")
+    return w / name, head + (f"final EMA samples of run 0 (seed {seed}"
+                             f"{', ' + point if point else ''})")
 
 
 def write(rows, out_md, images_dir=None, notes=None, grid=(), command: str = "") -> pathlib.Path:
@@ -223,7 +237,7 @@ def write(rows, out_md, images_dir=None, notes=None, grid=(), command: str = "")
     ``grid``: the LABELs whose run-0 grid is copied to ``images_dir`` (default images/<out
     stem>/ next to it) and shown; ``notes``: a file whose text goes under "Reading". Every
     input is read and checked before anything is written; the markdown is written last."""
-    rows = [parse_row(r) if isinstance(r, str) else Row(*r) for r in rows]
+    rows = [parse_row(r, at_step=True) if isinstance(r, str) else Row(*r) for r in rows]
     if not rows:
         raise ConfigError("No rows: pass --row=DATASET:LABEL:WORKDIR at least once.")
     seen = [(r.dataset, r.label) for r in rows]

@@ -26,15 +26,25 @@ class Row(typing.NamedTuple):
     dataset: str  # The table's heading, e.g. "MNIST".
     label: str
     workdir: pathlib.Path
+    step: int | None = None  # The step to report (None: the job's last evaluated).
 
 
-def parse_row(spec: str) -> Row:
-    """``DATASET:LABEL:WORKDIR`` (the workdir may itself hold colons)."""
+def parse_row(spec: str, at_step: bool = False) -> Row:
+    """``DATASET:LABEL:WORKDIR`` (the workdir may itself hold colons); with ``at_step``,
+    ``DATASET:LABEL:WORKDIR@STEP`` too."""
     parts = spec.split(":", 2)
+    form = "DATASET:LABEL:WORKDIR" + ("[@STEP]" if at_step else "")
     if len(parts) != 3 or not all(p.strip() for p in parts):
-        raise ConfigError(f"--row={spec!r} is not DATASET:LABEL:WORKDIR, e.g. "
+        raise ConfigError(f"--row={spec!r} is not {form}, e.g. "
                           "--row=MNIST:DCGAN:runs/mnist_dcgan.")
-    return Row(parts[0].strip(), parts[1].strip(), pathlib.Path(parts[2]))
+    workdir, step = parts[2], None
+    if at_step and "@" in workdir:
+        workdir, _, text = workdir.rpartition("@")
+        if not text.isdigit() or not workdir:
+            raise ConfigError(f"--row={spec!r}: {text!r} after '@' is not a step; use "
+                              f"{form}, e.g. --row=MNIST:DCGAN:runs/mnist_dcgan@5000.")
+        step = int(text)
+    return Row(parts[0].strip(), parts[1].strip(), pathlib.Path(workdir), step)
 
 
 def _read_json(path: pathlib.Path, what: str) -> dict:
