@@ -37,14 +37,19 @@ def _program(model: str, num_runs: int | None, form: str, k: int):
 
 
 def time_runs(model: str, num_runs: int | None, form: str = "vmap", *, k: int = 10,
-              windows: int = 3, dispatches: int = 2) -> dict:
+              windows: int = 5, dispatches: int = 2, min_window_s: float = 0.5) -> dict:
     """Median milliseconds per step of ``num_runs`` runs (None: one plain run), and per
-    run-step; compile time apart."""
+    run-step; compile time apart. A window is ``dispatches`` calls, more where that takes
+    under ``min_window_s``: a 2 ms step timed over 20 steps was mostly noise."""
     program, state, x = _program(model, num_runs, form, k)
     t = time.perf_counter()
     state, m = program(state, x)
     jax.block_until_ready(m)
     compile_s = time.perf_counter() - t
+    t = time.perf_counter()
+    state, m = program(state, x)
+    jax.block_until_ready(m)
+    dispatches = max(dispatches, int(np.ceil(min_window_s / (time.perf_counter() - t))))
     times = []
     for _ in range(windows):
         t = time.perf_counter()
