@@ -234,8 +234,14 @@ def test_the_fashion_dcgan_config():
     c.eval.extractor = "fashion"
     with pytest.raises(ConfigError, match="'fashion_mnist'"):
         config_lib.validate(c)
-    # The study's Fashion job: the main job's recipe for 10,000 steps (docs/quality.md).
+    # The study's configs (docs/quality.md): the main job's recipe on Fashion-MNIST, and both
+    # for 44,000 steps, whose first 16,000 are the main job's.
     sn = config_lib.validate(load_config("fashion_mnist_sndcgan", None))
     main = config_lib.validate(load_config("mnist_sndcgan", None))
-    assert (sn.dataset.name, sn.eval.extractor, sn.num_steps) == ("fashion_mnist",) * 2 + (10_000,)
+    assert (sn.dataset.name, sn.eval.extractor, sn.num_steps) == ("fashion_mnist",) * 2 + (16_000,)
     assert (sn.model, sn.optimizer, sn.loss) == (main.model, main.optimizer, "hinge")
+    assert sn.eval.to_dict() == {**main.eval, "extractor": "fashion_mnist"}
+    assert main.model.d_bias and main.num_steps % main.eval.every == 0
+    for name, base in (("mnist_sndcgan_long", main), ("fashion_mnist_sndcgan_long", sn)):
+        long = config_lib.validate(load_config(name, None))
+        assert long.to_dict() == {**base.to_dict(), "num_steps": 44_000}
