@@ -188,6 +188,7 @@ def test_a_row_at_an_earlier_step(jobs, tmp_path):
     assert row["step"] == "2,500" and "2,500 (of 5,000) steps" in row["recipe"]
     _close(row["FID"].split(" ± ")[0], np.mean([per_run[r][2500]["fid"] for r in (0, 1)]))
     assert (row["job time (min)"], row["per run (min)"]) == ("—", "—")
+    assert list(dict(s.split(": ") for s in row["FID by step"].split(" · "))) == ["2,500"]
     assert "EMA samples at step 2,500, one row per run (seeds from 3)" in out.read_text()
     assert (tmp_path / "images/q/mnist_early.png").read_bytes() == \
         (sweep / "samples" / "step_00002500.png").read_bytes()

@@ -4,7 +4,8 @@ first 16,000 steps are the main job's.
 
   python -m experiments.main --config=experiments/configs/mnist_sndcgan_long.py --workdir=runs/mnist_sndcgan_long
 
-Expected on a 2-core CPU: about 25 minutes a run; the mean and spread over 3 seeds are in
+Expected on a 2-core CPU: about 26 minutes a run (estimated from the main job's rate); the
+mean and spread over 3 seeds are in
 docs/quality.md. ``:smoke`` is mnist_sndcgan.py's.
 """
 from experiments.configs import mnist_sndcgan

@@ -151,8 +151,8 @@ def stat(values: list[float], fmt: str, of: int, spread: bool = False) -> str:
 
 def _by_step(row: dict) -> str:
     steps = sorted(set.intersection(*(
-        {s for s, m in r.items() if isinstance(m.get("fid", {}).get("fid"), (int, float))}
-        for r in row["runs"])))
+        {s for s, m in r.items() if isinstance(m.get("fid", {}).get("fid"), (int, float))
+         and s <= row["step"]} for r in row["runs"])))
     return " · ".join(f"{s:,}: {np.mean(_values(row['runs'], s, 'fid', 'fid')):.1f}"
                       for s in steps) or DASH
 
