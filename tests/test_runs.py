@@ -65,7 +65,8 @@ def test_per_run_learning_rate_changes_that_runs_update():
     leaves_close(runs.select(new.d_params, 0), runs.select(new.d_params, 1))
 
 
-def test_a_diverging_run_is_frozen_and_the_others_go_on(form="vmap"):
+@pytest.mark.parametrize("form", runs.FORMS)
+def test_a_diverging_run_is_frozen_and_the_others_go_on(form):
     step = steps.make_train_step(G, D)
     start = runs.stack([create(s) for s in range(3)])
     broken = start.replace(d_opt_state=runs.set_hyperparams(
