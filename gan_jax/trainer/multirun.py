@@ -58,11 +58,17 @@ def count(config) -> int:
     return config.runs.seeds * len(points(config.runs.sweep))
 
 
-def saved_count(config: dict) -> int:
-    """``count`` of a saved config (config.json, a checkpoint's run info), whose older runs
-    have no ``runs`` group."""
+def saved_runs(config: dict) -> tuple[int, list[dict]]:
+    """A saved config's (config.json, a checkpoint's run info) ``runs.seeds`` and sweep
+    points; older runs have no ``runs`` group."""
     r = {"seeds": 1, "sweep": "", **(config.get("runs") or {})}
-    return r["seeds"] * len(points(r["sweep"] or ""))
+    return r["seeds"], points(r["sweep"] or "")
+
+
+def saved_count(config: dict) -> int:
+    """``count`` of a saved config."""
+    seeds, pts = saved_runs(config)
+    return seeds * len(pts)
 
 
 def check(config) -> None:

@@ -51,19 +51,18 @@ def read_job(row: Row) -> dict:
     workdir that is not a finished, evaluated job."""
     config = _read_json(row.workdir / "config.json", "the trainer writes it at the start")
     summary = _read_json(row.workdir / "summary.json", "the trainer writes it at the end")
-    r = {"seeds": 1, "sweep": "", **(config.get("runs") or {})}  # Old runs lack "runs".
     try:
-        points = multirun.points(r["sweep"] or "")
+        seeds, points = multirun.saved_runs(config)
     except ConfigError as e:
         raise ConfigError(f"{row.workdir / 'config.json'}: {e}") from None
-    if not isinstance(r["seeds"], int) or r["seeds"] < 1:
-        raise WorkdirError(f"{row.workdir / 'config.json'} has runs.seeds={r['seeds']!r}, not "
+    if not isinstance(seeds, int) or seeds < 1:
+        raise WorkdirError(f"{row.workdir / 'config.json'} has runs.seeds={seeds!r}, not "
                            "a count >= 1: pass the workdir of a job the trainer wrote.")
-    n = r["seeds"] * len(points)
+    n = seeds * len(points)
     if summary.get("runs", 1) != n:
         raise WorkdirError(f"{row.workdir / 'summary.json'} says {summary.get('runs', 1)} "
                            f"run(s), its config.json {n}: pass the workdir of one whole job.")
-    return {"row": row, "config": config, "summary": summary, "seeds": r["seeds"],
+    return {"row": row, "config": config, "summary": summary, "seeds": seeds,
             "points": points, "runs": n,
             "eval": _read_eval(row.workdir / "eval.jsonl", n)}
 
