@@ -129,6 +129,10 @@ class SampleGrids:
         # The EMA params never produced the running statistics: BatchNorm uses the batch's.
         ema = to_grid(self.draw(ema_params, g_vars, self.z, self.y,
                                 batch_stats="batch_stats" in g_vars))
+        self._save(step, final, raw, ema)
+
+    def _save(self, step: int, final: bool, raw, ema) -> None:
+        """The raw and EMA grids as samples/{step_<step>,final}[_raw].png and to the writer."""
         if parallel.is_writer():
             name = "final" if final else f"step_{step:08d}"
             writers_lib.save_png(self.workdir / "samples" / f"{name}_raw.png", raw)

@@ -33,11 +33,7 @@ class RunsSampleGrids(SampleGrids):
                                      sampling.class_grid(full, self.y))
         raw = sampling.grid(np.concatenate(raw), cols=cols)
         ema = sampling.grid(np.concatenate(ema), cols=cols)
-        if parallel.is_writer():
-            name = "final" if final else f"step_{step:08d}"
-            writers_lib.save_png(self.workdir / "samples" / f"{name}_raw.png", raw)
-            writers_lib.save_png(self.workdir / "samples" / f"{name}.png", ema)
-            self.writer.write_images(step, {"samples/raw": raw, "samples/ema": ema})
+        self._save(step, final, raw, ema)
 
 
 class RunsEvaluations(Evaluations):
