@@ -6,10 +6,14 @@ scalar hyperparameters.
     step = jax.jit(runs.vectorize(train_step), donate_argnums=0)
     states, metrics = step(states, batches_NB)     # metrics: each [N], plus "live"
 
-Two forms compute the same runs: ``"vmap"`` (one batched program: on a GPU, N small runs
-cost little more than one) and ``"loop"`` (the runs one after another inside the program:
-XLA:CPU runs convolutions with per-run kernels several times slower batched than one by
-one, so on a CPU this costs what N separate runs cost). ``default_form`` picks per platform.
+Three forms compute the same runs: ``"vmap"`` (one batched program: on a GPU, N small runs
+cost little more than one), ``"loop"`` (the runs one after another, unrolled inside the
+program: XLA:CPU runs convolutions with per-run kernels several times slower batched than
+one by one, so on a CPU this costs what N separate runs cost) and ``"map"`` (a rolled loop
+over the runs, one run's program at a time, each updated in place; around a K-step program it
+keeps one run's state in cache for K steps: the cheapest form on a CPU for models without
+convolutions, whose kernel gradients XLA:CPU runs slowly inside loops).
+``default_form`` picks per platform.
 
 A run whose metrics or new state turn NaN or Inf is frozen: its state stays as it was
 before that step (its step counter too), and it stays frozen, while the others go on.
@@ -22,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-FORMS = ("vmap", "loop")
+FORMS = ("vmap", "loop", "map")
 
 
 def default_form(platform: str | None = None) -> str:
@@ -67,11 +71,9 @@ def _all_finite(metrics) -> jax.Array:
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
 
 
-def _keep(ok_N, new, old):
-    """Each run's new arrays where ``ok_N``, its old ones elsewhere."""
-    def pick(n, o):
-        return jnp.where(ok_N.reshape(ok_N.shape + (1,) * (n.ndim - 1)), n, o)
-    return jax.tree.map(pick, new, old)
+def _keep(ok, new, old):
+    """One run's new arrays if ``ok``, its old ones otherwise."""
+    return jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)
 
 
 def vectorize(step, *, hparams: Mapping | None = None, form: str | None = None,
@@ -85,7 +87,7 @@ def vectorize(step, *, hparams: Mapping | None = None, form: str | None = None,
     ``lambda ema_decay: steps.make_train_step(G, D, ema_decay=ema_decay)``. Optimizer
     hyperparameters need no factory: they live in the state (``set_hyperparams``).
     ``batch_axis``: 0 for one batch per run ([N, B, ...]), None for one batch all runs see.
-    ``form``: "vmap" or "loop" (None: ``default_form``). ``freeze``: runs whose metrics
+    ``form``: "vmap", "loop" or "map" (None: ``default_form``). ``freeze``: runs whose metrics
     or new arrays are not finite keep their old state (needs a ``.step`` on the state); ``metrics
     ["live"]`` (float 0/1) says which runs updated. ``axis_name``: the mesh axis the runs
     are split over when this runs inside ``shard_map``, so "live" compares steps across
@@ -99,14 +101,27 @@ def vectorize(step, *, hparams: Mapping | None = None, form: str | None = None,
         fn = step(**hp) if hparams is not None else step
         return fn(state, batch)
 
+    def newest_step(states):
+        # Runs stay in step, so a run behind the furthest one is a frozen one.
+        newest = jnp.max(states.step)
+        return newest if axis_name is None else jax.lax.pmax(newest, axis_name)
+
+    def checked(state, new, metrics, newest):
+        """One run's new state if it is live and finite, else its old one; and whether."""
+        ok = (state.step == newest) & _all_finite(metrics) & _all_finite(new)
+        return _keep(ok, new, state), {**metrics, "live": ok.astype(jnp.float32)}
+
     def multi(states, batch):
         n = num_runs(states)
         for k, v in hp_arrays.items():
             if v.shape != (n,):
                 raise ValueError(f"hparams[{k!r}] has shape {v.shape}; the states hold {n} "
                                  "runs, so it needs one value per run.")
+        hp = {k: jnp.asarray(v) for k, v in hp_arrays.items()}
+        if form == "map":
+            return _in_turn(one, checked if freeze else None, states, batch, batch_axis, hp,
+                            newest_step(states) if freeze else None)
         if form == "vmap":
-            hp = {k: jnp.asarray(v) for k, v in hp_arrays.items()}
             new, metrics = jax.vmap(one, in_axes=(0, batch_axis, 0))(states, batch, hp)
         else:
             outs = [one(select(states, i), batch if batch_axis is None else select(batch, i),
@@ -114,15 +129,35 @@ def vectorize(step, *, hparams: Mapping | None = None, form: str | None = None,
             new, metrics = stack([o[0] for o in outs]), stack([o[1] for o in outs])
         if not freeze:
             return new, metrics
-        # Runs stay in step, so a run behind the furthest one is a frozen one.
-        newest = jnp.max(states.step)
-        if axis_name is not None:
-            newest = jax.lax.pmax(newest, axis_name)
-        finite = jax.vmap(_all_finite)(metrics) & jax.vmap(_all_finite)(new)
-        ok = (states.step == newest) & finite
-        return _keep(ok, new, states), {**metrics, "live": ok.astype(jnp.float32)}
+        return jax.vmap(checked, in_axes=(0, 0, 0, None))(states, new, metrics,
+                                                          newest_step(states))
 
     return multi
+
+
+def _in_turn(one, checked, states, batch, batch_axis, hp, newest):
+    """The "map" form: a rolled loop over the runs that steps (and checks) run i while its
+    arrays are in cache and writes it back into the stacked state in place (``lax.map``'s
+    separate output cost more per run as the runs grew: docs/benchmarks.md)."""
+    per_run = None if batch_axis is None else jax.tree.map(
+        lambda x: jnp.moveaxis(x, batch_axis, 0), batch)
+    at = lambda tree, i: jax.tree.map(
+        lambda a: jax.lax.dynamic_index_in_dim(a, i, keepdims=False), tree)
+
+    def run(i, done):
+        state = at(done, i)
+        new, metrics = one(state, batch if per_run is None else at(per_run, i), at(hp, i))
+        return checked(state, new, metrics, newest) if checked else (new, metrics)
+
+    def body(i, carry):
+        put = lambda tree, part: jax.tree.map(
+            lambda a, b: jax.lax.dynamic_update_index_in_dim(a, b, i, 0), tree, part)
+        return tuple(map(put, carry, run(i, carry[0])))
+
+    n = num_runs(states)
+    shapes = jax.eval_shape(lambda: run(0, states)[1])
+    metrics = jax.tree.map(lambda a: jnp.zeros((n, *a.shape), a.dtype), shapes)
+    return jax.lax.fori_loop(0, n, body, (states, metrics))
 
 
 LAYOUTS = ("runs", "batch")

@@ -85,6 +85,21 @@ def test_a_diverging_run_is_frozen_and_the_others_go_on(form):
         assert float(mb["d_loss"][r]) == float(ma["d_loss"][r])
 
 
+def test_the_map_form_runs_a_k_step_program_per_run():
+    """Around a K-step program a run that diverges inside it keeps the call's start state."""
+    k_steps = steps.scan(steps.make_train_step(G, D), 3, unroll=False)
+    start = runs.stack([create(s) for s in range(3)])
+    broken = start.replace(d_opt_state=runs.set_hyperparams(
+        start.d_opt_state, learning_rate=[1e-3, np.inf, 1e-3]))
+    x = jnp.stack([batches(3, seed=s) for s in range(3)], axis=1)  # [K, N, B, ...]
+    new, metrics = jax.jit(runs.vectorize(k_steps, form="map", batch_axis=1))(broken, x)
+    np.testing.assert_array_equal(new.step, [3, 0, 3])
+    np.testing.assert_array_equal(metrics["live"], [1, 0, 1])
+    leaves_close(runs.select(new, 1), runs.select(broken, 1), exact=True)
+    one, _ = jax.jit(k_steps)(create(2), x[:, 2])
+    leaves_close(runs.select(new, 2), one)
+
+
 def test_step_hyperparameters_are_per_run():
     factory = lambda ema_decay: steps.make_train_step(G, D, ema_decay=ema_decay)
     states = runs.stack([create(0), create(0)])
