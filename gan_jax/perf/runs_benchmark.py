@@ -1,6 +1,8 @@
 """What N runs in one program cost against N separate runs: the train step of a model, K
 steps per dispatch over one batch all runs share, timed for 1 run alone and for N runs
-stacked (``gan_jax.runs.vectorize``) in each form."""
+stacked (``gan_jax.runs.vectorize``) in each form: "vmap" and "loop" around the step, K
+times per dispatch; "map" around a K-step program (each run's K steps in turn, and a
+diverging run kept at the dispatch's start)."""
 import time
 
 import jax
@@ -31,37 +33,51 @@ def _program(model: str, num_runs: int | None, form: str, k: int):
     if num_runs is None:  # One plain run: the baseline.
         return jax.jit(steps.scan(step, k), donate_argnums=0), jax.jit(create)(
             jax.random.PRNGKey(0)), x
-    multi = runs.vectorize(step, form=form, batch_axis=None)
     state = jax.jit(jax.vmap(create))(jax.random.split(jax.random.PRNGKey(0), num_runs))
+    if form == "map":  # Each run's K steps in turn, as a rolled loop: see runs.FORMS.
+        multi = runs.vectorize(steps.scan(step, k, unroll=False), form=form, batch_axis=None)
+        return jax.jit(multi, donate_argnums=0), state, x
+    multi = runs.vectorize(step, form=form, batch_axis=None)
     return jax.jit(steps.scan(multi, k), donate_argnums=0), state, x
 
 
-def time_runs(model: str, num_runs: int | None, form: str = "vmap", *, k: int = 10,
-              windows: int = 5, dispatches: int = 2, min_window_s: float = 0.5) -> dict:
-    """Median milliseconds per step of ``num_runs`` runs (None: one plain run), and per
-    run-step; compile time apart. A window is ``dispatches`` calls, more where that takes
-    under ``min_window_s``: a 2 ms step timed over 20 steps was mostly noise."""
-    program, state, x = _program(model, num_runs, form, k)
-    t = time.perf_counter()
-    state, m = program(state, x)
-    jax.block_until_ready(m)
-    compile_s = time.perf_counter() - t
-    t = time.perf_counter()
-    state, m = program(state, x)
-    jax.block_until_ready(m)
-    dispatches = max(dispatches, int(np.ceil(min_window_s / (time.perf_counter() - t))))
-    times = []
-    for _ in range(windows):
+def time_runs(model: str, specs: list, *, k: int = 10, windows: int = 5,
+              dispatches: int = 2, min_window_s: float = 0.5) -> list[dict]:
+    """Median milliseconds per step, and per run-step, of each (num_runs, form) in ``specs``
+    (num_runs None: one plain run); compile times apart. The programs' windows take turns,
+    round by round: on this 2-core CPU one program's 2 ms step has run at 1.2 and at 1.9 ms
+    minutes apart, and timed one after another the programs drew different spells of it. A
+    window is ``dispatches`` calls, more where that takes under ``min_window_s``."""
+    progs = []
+    for num_runs, form in specs:
+        program, state, x = _program(model, num_runs, form, k)
         t = time.perf_counter()
-        for _ in range(dispatches):
-            state, m = program(state, x)
+        state, m = program(state, x)
         jax.block_until_ready(m)
-        times.append((time.perf_counter() - t) / (dispatches * k))
-    ms = 1e3 * float(np.median(times))
-    n = num_runs or 1
-    return {"model": model, "runs": n, "form": form if num_runs else "single",
-            "ms_per_step": ms, "ms_per_run_step": ms / n, "compile_s": compile_s,
-            "k": k, "backend": jax.default_backend(), "device": str(jax.devices()[0])}
+        compile_s = time.perf_counter() - t
+        t = time.perf_counter()
+        state, m = program(state, x)
+        jax.block_until_ready(m)
+        calls = max(dispatches, int(np.ceil(min_window_s / (time.perf_counter() - t))))
+        progs.append({"program": program, "state": state, "x": x, "calls": calls,
+                      "compile_s": compile_s, "times": []})
+    for _ in range(windows):
+        for p in progs:
+            state = p["state"]
+            t = time.perf_counter()
+            for _ in range(p["calls"]):
+                state, m = p["program"](state, p["x"])
+            jax.block_until_ready(m)
+            p["times"].append((time.perf_counter() - t) / (p["calls"] * k))
+            p["state"] = state
+    rows = []
+    for (num_runs, form), p in zip(specs, progs, strict=True):
+        ms, n = 1e3 * float(np.median(p["times"])), num_runs or 1
+        rows.append({"model": model, "runs": n, "form": form if num_runs else "single",
+                     "ms_per_step": ms, "ms_per_run_step": ms / n,
+                     "compile_s": p["compile_s"], "k": k, "backend": jax.default_backend(),
+                     "device": str(jax.devices()[0])})
+    return rows
 
 
 def runs_table(rows: list[dict]) -> str:
