@@ -82,6 +82,28 @@ def test_a_sweep_resumes_bit_exact_with_its_learning_rates(mnist_dir, tmp_path):
     assert lines(tmp_path / "straight") == lines(tmp_path / "resumed")
 
 
+def test_the_map_form_trains_each_run_as_its_single_run(mnist_dir, tmp_path):
+    """form="map": each run's K steps in turn, with a per-run step value (EMA decay)."""
+    kw = {"num_steps": 4, "steps_per_dispatch": 2, "log_every": 2, "sample_every": 4,
+          "checkpoint.every": 4, "seed": 3, "parallel.num_devices": 1}
+    job = smoke_config(mnist_dir, "mnist_mlp", **kw, **{
+        "runs.sweep": "ema.decay=0.5,0.9", "runs.form": "map"})
+    summary = trainer.train_and_evaluate(job, tmp_path / "job")
+    assert summary["runs"] == 2 and summary["frozen_runs"] == {}
+    single = smoke_config(mnist_dir, "mnist_mlp", **kw, **{"ema.decay": 0.9})
+    trainer.train_and_evaluate(single, tmp_path / "single")
+    both, _ = restore_runs(tmp_path / "job", job)
+    one, _ = restore_one(tmp_path / "single", single)
+    for a, b in zip(jax.tree.leaves(runs.select(both, 1)), jax.tree.leaves(one), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-5, atol=2e-6)
+    assert not np.allclose(both.ema_params["Dense_0"]["kernel"][0],
+                           both.ema_params["Dense_0"]["kernel"][1])
+    two_devices = smoke_config(mnist_dir, "mnist_mlp", **{
+        "runs.seeds": 2, "runs.form": "map", "parallel.num_devices": 2})
+    with pytest.raises(ConfigError, match="runs on one device"):
+        trainer.train_and_evaluate(two_devices, tmp_path / "two")
+
+
 def test_the_meter_freezes_a_diverged_run_and_says_so():
     said = []
     meter = multirun.RunsMeter(3, say=said.append)

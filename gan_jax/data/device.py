@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import PartitionSpec as P
 
-from gan_jax import parallel, steps
+from gan_jax import parallel, runs, steps
 from gan_jax.data import shuffle
 from gan_jax.errors import ConfigError
 
@@ -135,6 +135,26 @@ def make_run_data_steps(runs_step, num_steps: int, *, rows_per_step: int, num_ex
         idx = indices(keys, states.step)
         return steps.scan(lambda s, i: runs_step(s, gather(data, i)), num_steps, unroll)(
             states, idx)
+
+    return multi
+
+
+def make_run_data_loops(train_step, num_steps: int, *, keys, hparams=None, **kwargs):
+    """``make_run_data_steps`` on one device in ``gan_jax.runs``' "map" form: each run's
+    ``num_steps`` steps in turn, as a rolled loop, drawing the batches a single run with its
+    key draws; a run that diverges keeps its state from before the call. ``train_step``: a
+    step, or with ``hparams`` ({name: [N] values}) a factory of one. Other arguments as
+    ``make_data_steps``' (no mesh). Metrics [num_steps, N], as the other forms'."""
+    def multi(states, data):
+        def program(step):
+            return lambda state, key: make_data_steps(step, num_steps, key=key, unroll=False,
+                                                      **kwargs)(state, data)
+
+        fn = (lambda **hp: program(train_step(**hp))) if hparams else program(train_step)
+        states, metrics = runs.vectorize(fn, hparams=hparams, form="map")(states, keys)
+        shape = (num_steps, len(keys))
+        return states, {k: jnp.broadcast_to(v, shape) if k == "live" else jnp.swapaxes(v, 0, 1)
+                        for k, v in metrics.items()}
 
     return multi
 

@@ -66,7 +66,7 @@ def defaults() -> ml_collections.ConfigDict:
     c.nan_rollbacks = 0  # On NaN/Inf: roll back to the last checkpoint this many times.
     # Several runs in one program (docs/training.md): `seeds` runs per point of `sweep`, run i
     # seeded config.seed + (i % seeds); sweep: "key=v1,v2;key2=..." over scalar keys
-    # (trainer.multirun.SWEEPABLE), crossed. form: "vmap" | "loop" | "" (by platform).
+    # (trainer.multirun.SWEEPABLE), crossed. form: "vmap" | "loop" | "map" | "" (by platform).
     c.runs = dict(seeds=1, sweep="", form="")
     # jit: one program over a ("data",) mesh (several hosts too); pmap: one per device.
     c.parallel = dict(mode="jit", num_devices=0)  # 0: all devices.

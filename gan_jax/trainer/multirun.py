@@ -8,6 +8,7 @@ import itertools
 
 import numpy as np
 
+from gan_jax import runs
 from gan_jax.errors import ConfigError, DivergenceError
 
 # Scalars a sweep may vary per run, and where each lives: in an optimizer's state
@@ -76,8 +77,8 @@ def check(config) -> None:
     r = config.runs
     if r.seeds < 1:
         raise ConfigError(f"Config key 'runs.seeds' must be >= 1, got {r.seeds}.")
-    if r.form not in ("", "vmap", "loop"):
-        raise ConfigError(f"Config key 'runs.form' must be '', 'vmap' or 'loop', got "
+    if r.form not in ("", *runs.FORMS):
+        raise ConfigError(f"Config key 'runs.form' must be '', 'vmap', 'loop' or 'map', got "
                           f"{r.form!r}.")
     sweep = parse_sweep(r.sweep)
     if count(config) == 1:

@@ -31,8 +31,12 @@ class RunsEngine(Engine):
         self.init_keys = jnp.stack([k[0] for k in keys])
         self.data_keys = jnp.stack([k[1] for k in keys])
         self.sample_keys = jnp.stack([k[2] for k in keys])
-        self.form = config.runs.form or runs.default_form()
         mesh = kwargs.get("mesh") or parallel.make_mesh(config.parallel.num_devices)
+        self.form = config.runs.form or runs.default_form()
+        if not config.runs.form and self.form == "loop" and config.model.name == "mlp" \
+                and mesh.devices.size == 1:
+            # No convolutions, so the rolled loop is fast on CPU, and its runs stay in cache.
+            self.form = "map"
         self.layout = runs.layout_for(self.num_runs, mesh.devices.size)
         kwargs["mesh"] = mesh
         super().__init__(config, **kwargs)
@@ -40,6 +44,9 @@ class RunsEngine(Engine):
         # CPU), so its compile time grows with N x K: it runs K / N steps per call instead
         # (the largest divisor of K at most that), called until the dispatch's K are done.
         self.k_call = self.k
+        if self.form == "map" and mesh.devices.size != 1:
+            raise ConfigError("runs.form='map' runs on one device; use 'vmap' or 'loop' "
+                              "with several (parallel.num_devices).")
         if self.form == "loop":
             self.k_call = max(d for d in range(1, self.k + 1)
                               if self.k % d == 0 and d <= max(1, self.k // self.num_runs))
@@ -55,6 +62,12 @@ class RunsEngine(Engine):
         del networks
         sharding = parallel.batch_sharded(self.mesh) if self.layout == "batch" else None
         hp = self._swept(multirun.STEP_KEYS)
+        if self.form == "map":  # Vectorized around each run's K steps: _data_program.
+            self._map_hparams = hp or None
+            if hp:
+                return lambda **values: self.family.step(class_probs=self.class_probs,
+                                                         hparams=values)
+            return self.family.step(class_probs=self.class_probs)
         if hp:
             def step(**values):  # {"ema.decay": run i's value, ...}
                 return self.family.step(batch_sharding=sharding, class_probs=self.class_probs,
@@ -107,6 +120,12 @@ class RunsEngine(Engine):
 
     def _data_program(self):
         n = device.rows_of(self._data_host)
+        if self.form == "map":
+            multi = device.make_run_data_loops(
+                self.train_step, self.k, keys=self.data_keys, hparams=self._map_hparams,
+                rows_per_step=self.rows, num_examples=n, order=self.data_order)
+            return parallel.shard_step(multi, self.mesh, donate=self.donate,
+                                       state_spec=runs.state_spec(self.layout))
         multi = device.make_run_data_steps(
             self.train_step, self.k_call, rows_per_step=self.rows, num_examples=n,
             keys=self.data_keys, mesh=self.mesh, order=self.data_order, unroll=self.unroll)
