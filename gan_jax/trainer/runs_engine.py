@@ -37,6 +37,9 @@ class RunsEngine(Engine):
                 and mesh.devices.size == 1:
             # No convolutions, so the rolled loop is fast on CPU, and its runs stay in cache.
             self.form = "map"
+        if self.form == "map" and mesh.devices.size != 1:
+            raise ConfigError("runs.form='map' runs on one device; use 'vmap' or 'loop' "
+                              "with several (parallel.num_devices).")
         self.layout = runs.layout_for(self.num_runs, mesh.devices.size)
         kwargs["mesh"] = mesh
         super().__init__(config, **kwargs)
@@ -44,9 +47,6 @@ class RunsEngine(Engine):
         # CPU), so its compile time grows with N x K: it runs K / N steps per call instead
         # (the largest divisor of K at most that), called until the dispatch's K are done.
         self.k_call = self.k
-        if self.form == "map" and mesh.devices.size != 1:
-            raise ConfigError("runs.form='map' runs on one device; use 'vmap' or 'loop' "
-                              "with several (parallel.num_devices).")
         if self.form == "loop":
             self.k_call = max(d for d in range(1, self.k + 1)
                               if self.k % d == 0 and d <= max(1, self.k // self.num_runs))
@@ -62,12 +62,6 @@ class RunsEngine(Engine):
         del networks
         sharding = parallel.batch_sharded(self.mesh) if self.layout == "batch" else None
         hp = self._swept(multirun.STEP_KEYS)
-        if self.form == "map":  # Vectorized around each run's K steps: _data_program.
-            self._map_hparams = hp or None
-            if hp:
-                return lambda **values: self.family.step(class_probs=self.class_probs,
-                                                         hparams=values)
-            return self.family.step(class_probs=self.class_probs)
         if hp:
             def step(**values):  # {"ema.decay": run i's value, ...}
                 return self.family.step(batch_sharding=sharding, class_probs=self.class_probs,
@@ -75,6 +69,9 @@ class RunsEngine(Engine):
         else:
             step, hp = self.family.step(batch_sharding=sharding,
                                         class_probs=self.class_probs), None
+        if self.form == "map":  # Vectorized around each run's K steps: _data_program.
+            self._map_hparams = hp
+            return step
         return runs.on_mesh(step, self.mesh, layout=self.layout, hparams=hp, form=self.form)
 
     # -- state ---------------------------------------------------------------------------
