@@ -4,7 +4,7 @@ Fashion-MNIST classifier every 4,000 steps.
 
   python -m experiments.main --config=experiments/configs/fashion_mnist_sndcgan_long.py --workdir=runs/fashion_sndcgan_long
 
-Expected on a 2-core CPU: about 26 minutes a run (estimated); docs/quality.md has what was
+Expected on a 2-core CPU: about 23 minutes a run (estimated); docs/quality.md has what was
 measured.
 ``:smoke`` is mnist_sndcgan.py's on Fashion-MNIST.
 """

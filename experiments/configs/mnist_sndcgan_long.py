@@ -4,7 +4,7 @@ first 16,000 steps are the main job's.
 
   python -m experiments.main --config=experiments/configs/mnist_sndcgan_long.py --workdir=runs/mnist_sndcgan_long
 
-Expected on a 2-core CPU: about 26 minutes a run (estimated from the main job's rate); the
+Expected on a 2-core CPU: about 23 minutes a run (estimated from the main job's rate); the
 mean and spread over 3 seeds are in
 docs/quality.md. ``:smoke`` is mnist_sndcgan.py's.
 """
