@@ -7,7 +7,9 @@ dataset (datasets in the order first given), and the sample grids of the --grid 
       [--notes=FILE] [--images_dir=DIR] [--grid=LABEL ...]
 
 A row's WORKDIR@STEP reports the job at that evaluated step instead of its last (a long
-job whose first steps are a shorter config's), without a time. Each --grid row's
+job whose first steps are a shorter config's), without a time; WORKDIR[@STEP]@no-ema
+reports the raw generator's evaluations (experiments.evaluate --no-ema) instead of the EMA
+generator's, which every other row reports. Each --grid row's
 samples/final_run0.png (final.png of a single run; at a step, that step's grid) is copied to DIR
 (default docs/images/<out stem>/). The file starts with this command, so rerunning it
 regenerates the file.
@@ -20,7 +22,7 @@ from absl import flags
 from experiments import cli
 from gan_jax.trainer import quality
 
-_ROW, _OUT, _NOTES, _IMAGES = cli.report_flags("DATASET:LABEL:WORKDIR[@STEP], once per job.")
+_ROW, _OUT, _NOTES, _IMAGES = cli.report_flags("DATASET:LABEL:WORKDIR[@STEP][@no-ema], once per job.")
 _GRID = flags.DEFINE_multi_string("grid", [], "A row's LABEL whose first run's final sample "
                                   "grid is shown; repeatable.")
 

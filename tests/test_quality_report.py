@@ -198,3 +198,28 @@ def test_a_row_at_an_earlier_step(jobs, tmp_path):
     with pytest.raises(ConfigError, match=r"'x' after '@' is not a step"):
         quality.write([f"MNIST:early:{sweep}@x"], tmp_path / "q2.md")
     assert not (tmp_path / "q2.md").exists()
+
+
+def test_a_raw_generator_row(jobs, tmp_path):
+    # experiments.evaluate --no-ema appends the raw G's lines after the loop's EMA lines:
+    # an EMA row must not take them as "the last at the step", and an @no-ema row reports
+    # only them.
+    rows, per_run = jobs
+    single = rows[1][2]
+    with pytest.raises(WorkdirError, match=r"no metric lines of the raw generator.*--no-ema"):
+        quality.write([f"MNIST:raw:{single}@no-ema"], tmp_path / "q.md")
+    raw = {5000: {**per_run[0][5000], "fid": 77.7, "precision": 0.123}}
+    with open(single / "eval.jsonl", "a") as f:
+        for line in _lines(raw):
+            f.write(json.dumps({**line, "provenance": {**PROV, "ema": False}}) + "\n")
+    out = quality.write([f"MNIST:ema:{single}", f"MNIST:raw:{single}@no-ema"],
+                        tmp_path / "q.md")
+    ema_row, raw_row = _rows(out.read_text())
+    assert ema_row["FID"] == "33.30" and "EMA 0.999" in ema_row["recipe"]
+    _close(ema_row["precision"], per_run[0][5000]["precision"])
+    assert raw_row["FID"] == "77.70" and raw_row["precision"] == "0.123"
+    assert "no EMA" in raw_row["recipe"] and "EMA 0.999" not in raw_row["recipe"]
+    assert raw_row["job time (min)"] == ema_row["job time (min)"] == "1.5"
+    with pytest.raises(ConfigError, match=r"--grid=raw: the row reports the raw generator"):
+        quality.write([f"MNIST:raw:{single}@5000@no-ema"], tmp_path / "q2.md", grid=["raw"])
+    assert not (tmp_path / "q2.md").exists()

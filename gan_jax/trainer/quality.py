@@ -18,10 +18,12 @@ _COLUMNS = (("FID", "fid", "fid", "{:.2f}"), ("KID", "kid", "kid", "{:.3g}"),
             ("recall", "pr", "recall", "{:.3f}"))
 
 
-def _read_eval(path: pathlib.Path, n: int) -> dict[int, dict[int, dict[str, dict]]]:
-    """run -> step -> metric -> its line; of several, the last in the file (a later
-    ``experiments.evaluate`` supersedes the training loop's). "runs" summary lines are
-    skipped: the rows' statistics come from the per-run lines."""
+def _read_eval(path: pathlib.Path, n: int,
+               ema: bool = True) -> dict[int, dict[int, dict[str, dict]]]:
+    """run -> step -> metric -> its line, of the EMA generator's lines or (``ema`` False)
+    the raw G's; of several, the last in the file (a later ``experiments.evaluate``
+    supersedes the training loop's). "runs" summary lines are skipped: the rows' statistics
+    come from the per-run lines."""
     if not path.is_file():
         raise WorkdirError(f"{path} is missing: {path.parent} has no evaluations. Train with "
                            "eval.every > 0, or run python -m experiments.evaluate "
@@ -35,14 +37,19 @@ def _read_eval(path: pathlib.Path, n: int) -> dict[int, dict[int, dict[str, dict
         if (not isinstance(line, dict) or line.get("metric") in (None, "runs")
                 or not isinstance(line.get("step"), int)):
             continue
+        provenance = line.get("provenance")
+        if (provenance.get("ema", True) if isinstance(provenance, dict) else True) != ema:
+            continue  # The other generator's evaluation (experiments.evaluate --no-ema).
         run = line.get("run", 0)  # A single run's lines carry no "run".
         if run not in out:
             raise WorkdirError(f"{path} has lines of run {run}, but its config.json gives "
                                f"{n} run(s): the workdir mixes jobs. Pass a workdir of one job.")
         out[run].setdefault(line["step"], {})[line["metric"]] = line
     if not any(out.values()):
-        raise WorkdirError(f"{path} has no metric lines; run python -m experiments.evaluate "
-                           f"--workdir={path.parent}, then pass it again.")
+        which = "" if ema else " of the raw generator"
+        raise WorkdirError(f"{path} has no metric lines{which}; run python -m "
+                           f"experiments.evaluate --workdir={path.parent}"
+                           f"{'' if ema else ' --no-ema'}, then pass it again.")
     return out
 
 
@@ -64,7 +71,7 @@ def read_job(row: Row) -> dict:
                            f"run(s), its config.json {n}: pass the workdir of one whole job.")
     return {"row": row, "config": config, "summary": summary, "seeds": seeds,
             "points": points, "runs": n,
-            "eval": _read_eval(row.workdir / "eval.jsonl", n)}
+            "eval": _read_eval(row.workdir / "eval.jsonl", n, row.ema)}
 
 
 def _get(config: dict, key: str):
@@ -81,10 +88,10 @@ def _num(v) -> str:
     return f"{mantissa.rstrip('0').rstrip('.')}e{int(exp)}"
 
 
-def recipe(config: dict, summary: dict, point: dict | None = None) -> str:
+def recipe(config: dict, summary: dict, point: dict | None = None, ema: bool = True) -> str:
     """e.g. "hinge, SN, lr 2e-4/4e-4, betas 0.5/0.999, n_dis 1, EMA 0.999, width 32/32,
-    10,000 steps × 64" (a sweep ``point``'s values for its keys); the parts a config lacks
-    are left out."""
+    10,000 steps × 64" (a sweep ``point``'s values for its keys; "no EMA" for the raw G's
+    evaluations); the parts a config lacks are left out."""
     g = lambda k: (point or {}).get(k, _get(config, k))  # noqa: E731
     betas = lambda p: f"{_num(g(f'optimizer.{p}.b1'))}/{_num(g(f'optimizer.{p}.b2'))}"  # noqa: E731
     parts = [g("loss"), "SN" if g("model.spectral_norm") else None,
@@ -95,6 +102,7 @@ def recipe(config: dict, summary: dict, point: dict | None = None) -> str:
              f"betas {betas('g')}" + ("" if betas("d") == betas("g") else f" (D {betas('d')})")
              if g("optimizer.g.b1") is not None else None,
              f"n_dis {g('n_dis')}" if g("n_dis") is not None else None,
+             "no EMA" if not ema else
              f"EMA {_num(g('ema.decay'))}" if g("ema.decay") is not None else None,
              f"width {g('model.g_width')}/{g('model.d_width')}"
              if g("model.g_width") is not None else None]
@@ -127,7 +135,7 @@ def table_rows(job: dict) -> list[dict]:
         summary = job["summary"] if step is None else {**job["summary"], "steps": step}
         out.append({"job": job, "label": label, "runs": runs,
                     "step": max(common) if step is None else step,
-                    "recipe": recipe(job["config"], summary, point)})
+                    "recipe": recipe(job["config"], summary, point, job["row"].ema)})
     return out
 
 
@@ -195,7 +203,8 @@ def render(rows: list[dict], grids: list[tuple[str, str]], notes: str | None,
            "# Sample quality", "",
            "Each value is the mean ± sample std (ddof 1) over a row's seeds at its final step "
            "(the largest step evaluated for all its runs; FID also [min, max] over seeds), "
-           "from the per-run lines of eval.jsonl; of several at a step, the last. FID by step: "
+           "from the per-run lines of eval.jsonl (the EMA generator's, unless the recipe "
+           "says no EMA); of several at a step, the last. FID by step: "
            f"the mean at every step evaluated for all runs. {DASH}: no value. Time: the "
            "job's wall time, and that over the runs it trained together.", ""]
     by_dataset: dict[str, list[dict]] = {}
@@ -216,6 +225,10 @@ def _grid(job: dict) -> tuple[pathlib.Path, str]:
     """A job's first run's final grid and its caption; of a row at a step, that step's grid
     (of a job of several runs, one row per run)."""
     w, step = job["row"].workdir / "samples", job["row"].step
+    if not job["row"].ema:
+        raise ConfigError(f"--grid={job['row'].label}: the row reports the raw generator, "
+                          "but the trainer's sample grids are the EMA generator's; drop "
+                          "--grid for it, or show the same workdir's EMA row.")
     name = ("final_run0.png" if job["runs"] > 1 else "final.png") if step is None \
         else f"step_{step:08d}.png"
     if not (w / name).is_file():

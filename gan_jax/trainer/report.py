@@ -27,24 +27,30 @@ class Row(typing.NamedTuple):
     label: str
     workdir: pathlib.Path
     step: int | None = None  # The step to report (None: the job's last evaluated).
+    ema: bool = True  # Report the EMA generator's lines; False: the raw G's.
 
 
 def parse_row(spec: str, at_step: bool = False) -> Row:
     """``DATASET:LABEL:WORKDIR`` (the workdir may itself hold colons); with ``at_step``,
-    ``DATASET:LABEL:WORKDIR@STEP`` too."""
+    ``DATASET:LABEL:WORKDIR[@STEP][@no-ema]`` too: the job at an evaluated step, and the raw
+    generator's evaluations (``experiments.evaluate --no-ema``) instead of the EMA's."""
     parts = spec.split(":", 2)
-    form = "DATASET:LABEL:WORKDIR" + ("[@STEP]" if at_step else "")
+    form = "DATASET:LABEL:WORKDIR" + ("[@STEP][@no-ema]" if at_step else "")
     if len(parts) != 3 or not all(p.strip() for p in parts):
         raise ConfigError(f"--row={spec!r} is not {form}, e.g. "
                           "--row=MNIST:DCGAN:runs/mnist_dcgan.")
-    workdir, step = parts[2], None
+    workdir, step, ema = parts[2], None, True
+    if at_step and workdir.endswith("@no-ema"):
+        workdir, ema = workdir[:-len("@no-ema")], False
     if at_step and "@" in workdir:
         workdir, _, text = workdir.rpartition("@")
         if not text.isdigit() or not workdir:
             raise ConfigError(f"--row={spec!r}: {text!r} after '@' is not a step; use "
                               f"{form}, e.g. --row=MNIST:DCGAN:runs/mnist_dcgan@5000.")
         step = int(text)
-    return Row(parts[0].strip(), parts[1].strip(), pathlib.Path(workdir), step)
+    if not workdir:
+        raise ConfigError(f"--row={spec!r} names no workdir; use {form}.")
+    return Row(parts[0].strip(), parts[1].strip(), pathlib.Path(workdir), step, ema)
 
 
 def _read_json(path: pathlib.Path, what: str) -> dict:
