@@ -10,7 +10,8 @@ A row's WORKDIR@STEP reports the job at that evaluated step instead of its last 
 job whose first steps are a shorter config's), without a time; WORKDIR[@STEP]@no-ema
 reports the raw generator's evaluations (experiments.evaluate --no-ema) instead of the EMA
 generator's, which every other row reports. Each --grid row's
-samples/final_run0.png (final.png of a single run; at a step, that step's grid) is copied to DIR
+samples/final_run0.png (final.png of a single run; at a step, that step's grid; of a
+@no-ema row, the raw generator's grid) is copied to DIR
 (default docs/images/<out stem>/). The file starts with this command, so rerunning it
 regenerates the file.
 """

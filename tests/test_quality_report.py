@@ -220,6 +220,22 @@ def test_a_raw_generator_row(jobs, tmp_path):
     assert raw_row["FID"] == "77.70" and raw_row["precision"] == "0.123"
     assert "no EMA" in raw_row["recipe"] and "EMA 0.999" not in raw_row["recipe"]
     assert raw_row["job time (min)"] == ema_row["job time (min)"] == "1.5"
-    with pytest.raises(ConfigError, match=r"--grid=raw: the row reports the raw generator"):
-        quality.write([f"MNIST:raw:{single}@5000@no-ema"], tmp_path / "q2.md", grid=["raw"])
-    assert not (tmp_path / "q2.md").exists()
+    # Its grid is the raw G's, not the EMA grid the other rows show.
+    Image.fromarray(np.full((28, 28), 9, np.uint8)).save(single / "samples" / "final_raw.png")
+    out = quality.write([f"MNIST:raw:{single}@no-ema"], tmp_path / "q2.md", grid=["raw"])
+    assert "final raw-generator samples of run 0 (seed 3)" in out.read_text()
+    assert (tmp_path / "images/q2/mnist_raw.png").read_bytes() == \
+        (single / "samples" / "final_raw.png").read_bytes()
+    # At a step of a job of several runs: that step's raw grid, one row per run.
+    sweep = rows[0][2]
+    Image.fromarray(np.full((28, 28), 5, np.uint8)).save(sweep / "samples"
+                                                         / "step_00002500_raw.png")
+    with open(sweep / "eval.jsonl", "a") as f:
+        for r in range(4):
+            for line in _lines({2500: per_run[r][2500]}, run=r):
+                f.write(json.dumps({**line, "provenance": {**PROV, "ema": False}}) + "\n")
+    out = quality.write([f"MNIST:early raw:{sweep}@2500@no-ema"], tmp_path / "q3.md",
+                        grid=["early raw"])
+    assert "raw-generator samples at step 2,500, one row per run (seeds from 3)" \
+        in out.read_text()
+    assert [r["step"] for r in _rows(out.read_text())] == ["2,500", "2,500"]

@@ -134,10 +134,16 @@ class SampleGrids:
     def _save(self, step: int, final: bool, raw, ema) -> None:
         """The raw and EMA grids as samples/{step_<step>,final}[_raw].png and to the writer."""
         if parallel.is_writer():
-            name = "final" if final else f"step_{step:08d}"
-            writers_lib.save_png(self.workdir / "samples" / f"{name}_raw.png", raw)
-            writers_lib.save_png(self.workdir / "samples" / f"{name}.png", ema)
+            at = None if final else step
+            writers_lib.save_png(self.workdir / "samples" / grid_file(at, raw=True), raw)
+            writers_lib.save_png(self.workdir / "samples" / grid_file(at), ema)
             self.writer.write_images(step, {"samples/raw": raw, "samples/ema": ema})
+
+
+def grid_file(step: int | None, raw: bool = False) -> str:
+    """The file name under samples/ of the EMA (``raw``: raw G) grid at ``step``; None: the
+    final grid."""
+    return ("final" if step is None else f"step_{step:08d}") + ("_raw" if raw else "") + ".png"
 
 
 class Evaluations:

@@ -10,6 +10,7 @@ import numpy as np
 from gan_jax.errors import ConfigError, WorkdirError
 from gan_jax.files import atomic_write_bytes
 from gan_jax.trainer import multirun, report
+from gan_jax.trainer.periodic import grid_file
 from gan_jax.trainer.report import DASH, Row, _read_json, parse_row
 
 # (header, metric, field, format); eval.jsonl's names.
@@ -223,24 +224,24 @@ def render(rows: list[dict], grids: list[tuple[str, str]], notes: str | None,
 
 def _grid(job: dict) -> tuple[pathlib.Path, str]:
     """A job's first run's final grid and its caption; of a row at a step, that step's grid
-    (of a job of several runs, one row per run)."""
-    w, step = job["row"].workdir / "samples", job["row"].step
-    if not job["row"].ema:
-        raise ConfigError(f"--grid={job['row'].label}: the row reports the raw generator, "
-                          "but the trainer's sample grids are the EMA generator's; drop "
-                          "--grid for it, or show the same workdir's EMA row.")
-    name = ("final_run0.png" if job["runs"] > 1 else "final.png") if step is None \
-        else f"step_{step:08d}.png"
+    (of a job of several runs, one row per run); of a raw-G row, the raw grid (one row per
+    run)."""
+    w, step, ema = job["row"].workdir / "samples", job["row"].step, job["row"].ema
+    name = grid_file(step, raw=not ema)
+    if step is None and ema and job["runs"] > 1:
+        name = "final_run0.png"
     if not (w / name).is_file():
         raise WorkdirError(f"{w / name} is missing: the job wrote no such sample grid; drop "
                            f"--grid={job['row'].label} or pass a finished job's workdir.")
     point = ", ".join(f"{k}={v:g}" for k, v in job["points"][0].items())
     seed = job["config"].get("seed", 0)
     head = f"{job['row'].dataset} — {job['row'].label}: "
-    if step is not None:
-        return w / name, head + f"EMA samples at step {step:,}" + (
+    which = "EMA" if ema else "raw-generator"
+    if step is not None or (not ema and job["runs"] > 1):
+        at = f"at step {step:,}" if step is not None else "at the end"
+        return w / name, head + f"{which} samples {at}" + (
             f", one row per run (seeds from {seed})" if job["runs"] > 1 else "")
-    return w / name, head + (f"final EMA samples of run 0 (seed {seed}"
+    return w / name, head + (f"final {which} samples of run 0 (seed {seed}"
                              f"{', ' + point if point else ''})")
 
 
