@@ -117,6 +117,9 @@ def interpolate(encoder, decoder, params, variables, a_BHWC, b_BHWC, num: int = 
     """For each pair (a_i, b_i): ``num`` images decoded along the line between their
     posterior means, a_i's first. Returns [B, num, H, W, C] in [-1, 1]. A CVAE decodes the
     first half of each line with a_i's class and the rest with b_i's."""
+    if (labels_a is None) != (labels_b is None):
+        raise ValueError("interpolate: pass labels for both ends (labels_a and labels_b) of "
+                         "a CVAE's lines, or neither for an unconditional VAE.")
     za, _ = encode(encoder, params, variables, a_BHWC, labels_a)
     zb, _ = encode(encoder, params, variables, b_BHWC, labels_b)
     t = jnp.linspace(0.0, 1.0, num)[None, :, None]

@@ -172,6 +172,26 @@ def test_the_labels_reach_a_cvae():
         step(st, b["image"])
 
 
+def test_cvae_interpolation_switches_class_halfway_and_needs_both_ends_labels():
+    enc, dec = _nets(classes=10)
+    st = jax.jit(_create(enc, dec))(jax.random.PRNGKey(0))
+    b = _batches(1, rows=2)[0]
+    x, y = b["image"], b["label"]
+    lines = vae_steps.interpolate(enc, dec, st.params, st.vars, x, x, num=4,
+                                  labels_a=y, labels_b=(y + 1) % 10)
+    assert lines.shape == (2, 4, *SHAPE)
+    # Each end is its image encoded and decoded with its own class (a CVAE's encoder sees
+    # the class too).
+    ends = [vae_steps.decode(dec, st.params, st.vars, vae_steps.encode(
+        enc, st.params, st.vars, x, c)[0], c) for c in (y, (y + 1) % 10)]
+    want_a, want_b = ends
+    np.testing.assert_allclose(lines[:, 0], want_a, atol=1e-5)
+    np.testing.assert_allclose(lines[:, 3], want_b, atol=1e-5)
+    assert not np.allclose(want_a, want_b, atol=1e-3)
+    with pytest.raises(ValueError, match="labels for both ends"):
+        vae_steps.interpolate(enc, dec, st.params, st.vars, x, x, labels_a=y)
+
+
 def test_resume_is_bit_exact_and_the_checkpoint_holds_the_decoder_as_generator(mnist_dir,
                                                                               tmp_path):
     c = smoke_config(mnist_dir, "mnist_vae", num_steps=20, log_every=10, sample_every=20,
