@@ -17,6 +17,7 @@ from PIL import Image
 
 from gan_jax import sampling, vae_steps
 from gan_jax.data import sources
+from gan_jax.trainer.checkpoint import CheckpointError
 from gan_jax.trainer import workdir as workdir_lib
 from tests.helpers import main_cmd, REPO, run_module
 from tests.test_cli_errors import _hashes, _refused, run_dir  # noqa: F401 - the MLP GAN run
@@ -146,6 +147,20 @@ def test_a_gan_workdir_and_bad_flags_are_refused(vae_run, run_dir, mnist_dir,  #
                        module="experiments.sample")
         _refused(r, *words)
         assert _hashes(vae_run) == before and not out.exists(), args
+
+
+def test_a_checkpoint_whose_config_gives_other_shapes_is_refused(vae_run, tmp_path):
+    # The run info's config builds the encoder and decoder; a config edited after the run
+    # (here vae.hidden) must not load weights into a model of other shapes.
+    copy = tmp_path / "run"
+    shutil.copytree(vae_run, copy)
+    meta = copy / "checkpoints" / "60" / "run" / "metadata"
+    info = json.loads(meta.read_text())
+    info["config"]["vae"]["hidden"] *= 2
+    meta.write_text(json.dumps(info))
+    with pytest.raises(CheckpointError, match=r"The encoder in .*checkpoints/60 does not "
+                                              r"match the vae model of its config:\n .*Dense"):
+        workdir_lib.load_vae(copy)
 
 
 @pytest.fixture(scope="module")

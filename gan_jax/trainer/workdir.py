@@ -160,19 +160,25 @@ def load_generator(workdir, *, step: int | None = None, ema: bool = True,
     g = _pick_run(g, runs_of(info["config"]), run, directory.parent)
     config = ml_collections.ConfigDict(info["config"])
     G = families.generator(config, tuple(info["image_shape"]), info.get("num_classes"))
-    expected = jax.eval_shape(lambda: init_variables(jax.random.PRNGKey(0), G,
-                                                     jnp.zeros((2, G.z_dim))))
-    saved = {"params": g["params"], **(g.get("vars") or {})}
-    problems = shape_mismatches(leaf_specs(saved), leaf_specs(expected))
-    if problems:
-        raise CheckpointError(f"The generator in {directory / str(step)} does not match the "
-                              f"{config.model.name} model of its config:\n  "
-                              + "\n  ".join(problems[:20]))
+    _check_shapes(g, G, (2, G.z_dim), f"The generator in {directory / str(step)}",
+                  config.model.name)
     params = g["ema_params"] if ema else g["params"]
     g_vars = g.get("vars") or {}
     draw = jax.jit(lambda z, y=None: sampling.generate(G, params, g_vars, z, y,
                                                         batch_stats=ema))
     return draw, G.z_dim, step, {**info, "conditional_classes": models.num_classes(G)}
+
+
+def _check_shapes(saved_part: dict, module, x_shape, what: str, model: str) -> None:
+    """CheckpointError, naming the first mismatched leaves, where a restored part's params
+    and variables are not the shapes ``module`` initialises from an input of ``x_shape``."""
+    expected = jax.eval_shape(lambda: init_variables(jax.random.PRNGKey(0), module,
+                                                     jnp.zeros(x_shape, jnp.float32)))
+    saved = {"params": saved_part["params"], **(saved_part.get("vars") or {})}
+    problems = shape_mismatches(leaf_specs(saved), leaf_specs(expected))
+    if problems:
+        raise CheckpointError(f"{what} does not match the {model} model of its config:\n  "
+                              + "\n  ".join(problems[:20]))
 
 
 def sample(workdir, num: int = 64, *, step: int | None = None, ema: bool = True,
@@ -235,6 +241,10 @@ def load_vae(workdir, *, step: int | None = None, ema: bool = True, run: int | N
     d, e = (_pick_run(x, n, run, directory.parent) for x in (d, e))
     config = ml_collections.ConfigDict(info["config"])
     family = families.build(config, tuple(info["image_shape"]), info.get("num_classes"))
+    for part, module, x_shape in (("encoder", family.encoder, (2, *info["image_shape"])),
+                                  ("decoder", family.decoder, (2, family.decoder.z_dim))):
+        _check_shapes(e if part == "encoder" else d, module, x_shape,
+                      f"The {part} in {directory / str(step)}", "vae")
     which = "ema_params" if ema else "params"
     params = {"encoder": e[which], "decoder": d[which]}
     variables = {"encoder": e.get("vars") or {}, "decoder": d.get("vars") or {}}
