@@ -167,3 +167,21 @@ def test_evaluation_and_sampling_per_run(mnist_dir, private_cache, tmp_path):
     a, _ = workdir.sample(tmp_path / "job", 4, run=0)
     b, _ = workdir.sample(tmp_path / "job", 4, run=1)
     assert a.shape == (4, 28, 28, 1) and not np.array_equal(a, b)
+
+
+def test_a_conditional_jobs_overview_grid_shows_every_class_per_run(mnist_dir, tmp_path):
+    # Row r of the overview is run r's first latent in every class: column k equals the
+    # class-k row's first tile of run r's own final grid.
+    from PIL import Image
+    kw = {"num_steps": 2, "steps_per_dispatch": 2, "log_every": 2, "sample_every": 2,
+          "checkpoint.every": 2, "num_samples": 20, "runs.seeds": 2}
+    trainer.train_and_evaluate(smoke_config(mnist_dir, "mnist_cdcgan", **kw), tmp_path)
+    tile = lambda img, r, q: img[2 + r * 30:2 + r * 30 + 28, 2 + q * 30:2 + q * 30 + 28]
+    overview = np.asarray(Image.open(tmp_path / "samples" / "final.png"))
+    assert overview.shape[:2] == (2 + 2 * 30, 2 + 10 * 30)  # 2 runs x 10 classes.
+    for r in range(2):
+        own = np.asarray(Image.open(tmp_path / "samples" / f"final_run{r}.png"))
+        assert own.shape[:2] == (2 + 10 * 30, 2 + 2 * 30)  # 10 classes x 2 latents.
+        for k in range(10):
+            np.testing.assert_array_equal(tile(overview, r, k), tile(own, k, 0))
+    assert not np.array_equal(tile(overview, 0, 0), tile(overview, 0, 1))

@@ -11,23 +11,29 @@ from gan_jax.trainer.periodic import Evaluations, SampleGrids, say
 
 
 class RunsSampleGrids(SampleGrids):
-    """Grids of the first ``cols`` fixed latents, one row per run (raw and EMA); the final
-    grids also as one full grid per run (``final_run<i>.png``)."""
+    """Grids with one row per run (raw and EMA): of an unconditional G the first ``cols``
+    fixed latents, of a conditional one the first latent in every class; the final grids
+    also as one full grid per run (``final_run<i>.png``)."""
 
     def __call__(self, state, step: int, final: bool = False) -> None:
         # Runs are picked on the host: indexing the stacked device arrays would be a burst
         # of small multi-device programs (see parallel.unreplicate).
         g_params, g_vars, ema_params = parallel.to_host(self.engine.generator_view(state))
         n, total = runs.num_runs(g_params), len(self.z)
-        cols = max(1, int(np.sqrt(total)))
+        if self.y is None:
+            pick = np.arange(max(1, int(np.sqrt(total))))
+        else:  # class_rows: class k's row starts at k * (total // C).
+            classes = len(np.unique(np.asarray(self.y)))
+            pick = np.arange(classes) * (total // classes)
+        cols = len(pick)
         to_host = lambda x: sampling.to_uint8(parallel.to_host(x))
         has_bn = "batch_stats" in g_vars
         raw, ema = [], []
         for r in range(n):
             p, v, e = runs.select((g_params, g_vars, ema_params), r)
-            raw.append(to_host(self.draw(p, v, self.z, self.y))[:cols])
+            raw.append(to_host(self.draw(p, v, self.z, self.y))[pick])
             full = to_host(self.draw(e, v, self.z, self.y, batch_stats=has_bn))
-            ema.append(full[:cols])
+            ema.append(full[pick])
             if final and parallel.is_writer():
                 writers_lib.save_png(self.workdir / "samples" / f"final_run{r}.png",
                                      sampling.class_grid(full, self.y))
