@@ -241,10 +241,10 @@ def load_vae(workdir, *, step: int | None = None, ema: bool = True, run: int | N
     d, e = (_pick_run(x, n, run, directory.parent) for x in (d, e))
     config = ml_collections.ConfigDict(info["config"])
     family = families.build(config, tuple(info["image_shape"]), info.get("num_classes"))
-    for part, module, x_shape in (("encoder", family.encoder, (2, *info["image_shape"])),
-                                  ("decoder", family.decoder, (2, family.decoder.z_dim))):
-        _check_shapes(e if part == "encoder" else d, module, x_shape,
-                      f"The {part} in {directory / str(step)}", "vae")
+    for part, saved, module, x_shape in (
+            ("encoder", e, family.encoder, (2, *info["image_shape"])),
+            ("decoder", d, family.decoder, (2, family.decoder.z_dim))):
+        _check_shapes(saved, module, x_shape, f"The {part} in {directory / str(step)}", "vae")
     which = "ema_params" if ema else "params"
     params = {"encoder": e[which], "decoder": d[which]}
     variables = {"encoder": e.get("vars") or {}, "decoder": d.get("vars") or {}}
