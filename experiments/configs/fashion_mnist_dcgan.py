@@ -8,8 +8,9 @@ dataset-fashion-mnist, written into the data dir on first use), with FID, KID an
 Expected on a 2-core CPU: about 3 minutes (measured 2 min 58 s: 159 s of training at 33
 steps/s, 10 s of compiling, 8 s of grids, evaluations and checkpoints), once the
 Fashion-MNIST classifier is cached (training it first adds about 2.5 minutes); FID 166.3 at
-step 5,000 (267.0 at 2,500; KID 9.75, IS 6.15) against a floor of 1.32, the real test
-images' FID (``python -m experiments.eval_calibration --dataset=fashion_mnist``). The final
+step 5,000 (267.0 at 2,500; KID 9.75, IS 6.15; over 3 seeds 163.5 ± 4.5, docs/quality.md)
+against a floor of 1.32, the real test images' FID (``python -m
+experiments.eval_calibration --dataset=fashion_mnist``). The final
 grid, runs/fashion_dcgan/samples/final.png, shows recognisable trousers, tops, pullovers,
 sneakers and ankle boots, many of them blurred or malformed. ``:smoke`` runs 20 steps of a
 narrow model on 2,048 images in seconds.
