@@ -220,6 +220,8 @@ def test_a_raw_generator_row(jobs, tmp_path):
     assert raw_row["FID"] == "77.70" and raw_row["precision"] == "0.123"
     assert "no EMA" in raw_row["recipe"] and "EMA 0.999" not in raw_row["recipe"]
     assert raw_row["job time (min)"] == ema_row["job time (min)"] == "1.5"
+    assert "Sample metrics: mnist classifier, 10,000 samples per run (all rows)." \
+        in out.read_text()
     # Its grid is the raw G's, not the EMA grid the other rows show.
     Image.fromarray(np.full((28, 28), 9, np.uint8)).save(single / "samples" / "final_raw.png")
     out = quality.write([f"MNIST:raw:{single}@no-ema"], tmp_path / "q2.md", grid=["raw"])

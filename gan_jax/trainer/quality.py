@@ -186,7 +186,11 @@ def _table(dataset: str, rows: list[dict]) -> list[str]:
                     for _, m, f, fmt in _COLUMNS]
                  + [_by_step(row), *_minutes(row["job"])])
         out.append("| " + " | ".join(c.replace("|", r"\|") for c in cells) + " |")
-    notes = {r["label"]: report.provenance({"lines": r["runs"][0][r["step"]]}) for r in rows}
+    notes = {}
+    for r in rows:
+        note = report.provenance({"lines": r["runs"][0][r["step"]]})
+        # A raw-G row's recipe says "no EMA" already; its metrics are otherwise the same kind.
+        notes[r["label"]] = note.replace(", raw G", "") if note else note
     if len(set(notes.values())) == 1:
         out += ["", f"Sample metrics: {next(iter(notes.values())) or 'none'} per run (all rows)."]
     else:
