@@ -23,7 +23,8 @@ from absl import flags
 from experiments import cli
 from gan_jax.trainer import quality
 
-_ROW, _OUT, _NOTES, _IMAGES = cli.report_flags("DATASET:LABEL:WORKDIR[@STEP][@no-ema], once per job.")
+_ROW, _OUT, _NOTES, _IMAGES = cli.report_flags(
+    "DATASET:LABEL:WORKDIR[@STEP][@no-ema], once per job.")
 _GRID = flags.DEFINE_multi_string("grid", [], "A row's LABEL whose first run's final sample "
                                   "grid is shown; repeatable.")
 

@@ -140,9 +140,11 @@ class SampleGrids:
             self.writer.write_images(step, {"samples/raw": raw, "samples/ema": ema})
 
 
-def grid_file(step: int | None, raw: bool = False) -> str:
+def grid_file(step: int | None, raw: bool = False, run: int | None = None) -> str:
     """The file name under samples/ of the EMA (``raw``: raw G) grid at ``step``; None: the
-    final grid."""
+    final grid (``run``: that run's own final grid, of a job of several runs)."""
+    if run is not None:
+        return f"final_run{run}.png"
     return ("final" if step is None else f"step_{step:08d}") + ("_raw" if raw else "") + ".png"
 
 

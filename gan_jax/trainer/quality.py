@@ -186,11 +186,9 @@ def _table(dataset: str, rows: list[dict]) -> list[str]:
                     for _, m, f, fmt in _COLUMNS]
                  + [_by_step(row), *_minutes(row["job"])])
         out.append("| " + " | ".join(c.replace("|", r"\|") for c in cells) + " |")
-    notes = {}
-    for r in rows:
-        note = report.provenance({"lines": r["runs"][0][r["step"]]})
-        # A raw-G row's recipe says "no EMA" already; its metrics are otherwise the same kind.
-        notes[r["label"]] = note.replace(", raw G", "") if note else note
+    # A raw-G row's recipe says "no EMA" already; its metrics are otherwise the same kind.
+    notes = {r["label"]: report.provenance({"lines": r["runs"][0][r["step"]]}, generator=False)
+             for r in rows}
     if len(set(notes.values())) == 1:
         out += ["", f"Sample metrics: {next(iter(notes.values())) or 'none'} per run (all rows)."]
     else:
@@ -231,9 +229,8 @@ def _grid(job: dict) -> tuple[pathlib.Path, str]:
     (of a job of several runs, one row per run); of a raw-G row, the raw grid (one row per
     run)."""
     w, step, ema = job["row"].workdir / "samples", job["row"].step, job["row"].ema
-    name = grid_file(step, raw=not ema)
-    if step is None and ema and job["runs"] > 1:
-        name = "final_run0.png"
+    own_grid = step is None and ema and job["runs"] > 1  # Run 0's full final grid.
+    name = grid_file(step, raw=not ema, run=0 if own_grid else None)
     if not (w / name).is_file():
         raise WorkdirError(f"{w / name} is missing: the job wrote no such sample grid; drop "
                            f"--grid={job['row'].label} or pass a finished job's workdir.")

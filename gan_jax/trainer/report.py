@@ -139,23 +139,26 @@ def _wall(run: dict) -> str:
     return duration(s["wall_time_s"]) + ("" if backend == "cpu" else f" ({backend})")
 
 
-def _features(provenance: dict, metric: str) -> str:
+def _features(provenance: dict, metric: str, generator: bool = True) -> str:
     ex = provenance.get("extractor", "?")
     n = provenance.get("num_samples")
     if metric in ("pr", "dc") and isinstance(provenance.get("knn_num"), int) and n:
         n = min(n, provenance["knn_num"])  # pr and dc use at most knn_num of the samples.
     text = ("FID Inception" if ex == "inception" else f"{ex} classifier") + (
         f", {n:,} samples" if isinstance(n, int) else "")
-    return text + ("" if provenance.get("ema", True) else ", raw G")
+    return text + ("" if provenance.get("ema", True) or not generator else ", raw G")
 
 
-def provenance(run: dict) -> str | None:
+def provenance(run: dict, generator: bool = True) -> str | None:
     """The extractor and sample count of a run's sample metrics, e.g. "mnist classifier,
-    10,000 samples"; per metric where they differ. None without sample metrics."""
+    10,000 samples" (", raw G" for the raw generator's, unless ``generator`` is False: a
+    table that says so elsewhere); per metric where they differ. None without sample
+    metrics."""
     groups: dict[str, list[str]] = {}
     for metric, line in run["lines"].items():
         if metric not in _NOT_SAMPLED:
-            groups.setdefault(_features(line.get("provenance", {}), metric), []).append(metric)
+            groups.setdefault(_features(line.get("provenance", {}), metric, generator),
+                              []).append(metric)
     if len(groups) <= 1:
         return next(iter(groups), None)
     return "; ".join(f"{'/'.join(ms)}: {d}" for d, ms in groups.items())

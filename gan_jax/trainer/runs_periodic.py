@@ -7,7 +7,7 @@ import numpy as np
 from gan_jax import files, parallel, runs, sampling
 from gan_jax.trainer import multirun
 from gan_jax.trainer import writers as writers_lib
-from gan_jax.trainer.periodic import Evaluations, SampleGrids, say
+from gan_jax.trainer.periodic import Evaluations, SampleGrids, grid_file, say
 
 
 class RunsSampleGrids(SampleGrids):
@@ -35,7 +35,7 @@ class RunsSampleGrids(SampleGrids):
             full = to_host(self.draw(e, v, self.z, self.y, batch_stats=has_bn))
             ema.append(full[pick])
             if final and parallel.is_writer():
-                writers_lib.save_png(self.workdir / "samples" / f"final_run{r}.png",
+                writers_lib.save_png(self.workdir / "samples" / grid_file(None, run=r),
                                      sampling.class_grid(full, self.y))
         raw = sampling.grid(np.concatenate(raw), cols=cols)
         ema = sampling.grid(np.concatenate(ema), cols=cols)
